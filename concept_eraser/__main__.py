@@ -1,0 +1,3 @@
+from concept_eraser.cli import main
+
+raise SystemExit(main())
