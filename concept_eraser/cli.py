@@ -1,5 +1,334 @@
-"""Headless front end (placeholder until the subcommands land)."""
+"""concept-eraser: the headless front end. Runs the same jobs as the GUI.
+
+Exit codes: 0 done, 1 failed, 2 invalid input, 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+from concept_eraser import __version__
+from concept_eraser.spec import CancelToken, JobContext, JobResult, Progress, StageStarted, UserError, guarded
+from concept_eraser.spec.events import Log
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
 
 
-def main(argv=None) -> int:
-    return 0
+class ProgressBar:
+    """One updating line on stderr: stage, bar, counts, scalars, ETA (plain lines when not a TTY)."""
+
+    def __init__(self, stream=None, width: int = 28) -> None:
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.tty = self.stream.isatty()
+        self.stage = ""
+        self.t0 = time.perf_counter()
+        self.last_print = 0.0
+
+    def start(self, stage: str) -> None:
+        self.finish()
+        self.stage, self.t0 = stage, time.perf_counter()
+
+    def update(self, p: Progress) -> None:
+        if p.stage != self.stage:
+            self.start(p.stage)
+        now = time.perf_counter()
+        done = p.total is not None and p.step >= p.total
+        if not done and now - self.last_print < (0.1 if self.tty else 5.0):
+            return
+        self.last_print = now
+        elapsed = now - self.t0
+        text = f"{p.stage:>8} "
+        if p.total:
+            frac = min(1.0, p.step / p.total)
+            fill = int(frac * self.width)
+            eta = elapsed / p.step * (p.total - p.step) if p.step else 0.0
+            text += f"[{'#' * fill}{'.' * (self.width - fill)}] {p.step}/{p.total} {_hms(elapsed)}<{_hms(eta)}"
+        else:
+            text += f"{p.step} {_hms(elapsed)}"
+        for k, v in p.scalars.items():
+            text += f" {k}={v:.4g}"
+        if self.tty:
+            self.stream.write("\r" + text.ljust(100)[:150])
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+        self._open = self.tty
+
+    def finish(self) -> None:
+        if getattr(self, "_open", False):
+            self.stream.write("\n")
+            self._open = False
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def drive(job, cancel: CancelToken, quiet: bool = False) -> JobResult:
+    """Run a job guarded, with a progress bar; the first Ctrl-C cancels, the second exits at once."""
+    bar = ProgressBar()
+    presses = 0
+
+    def on_sigint(signum, frame):
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            cancel.cancel()
+            sys.stderr.write("\ncancelling after the current step (Ctrl-C again to exit now)\n")
+        else:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+    try:
+        gen = guarded(job)
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            if quiet:
+                continue
+            if isinstance(event, Progress):
+                bar.update(event)
+            elif isinstance(event, StageStarted):
+                bar.start(event.stage)
+            elif isinstance(event, Log):
+                bar.finish()
+                print(f"{event.level}: {event.message}", file=sys.stderr)
+        bar.finish()
+        return result
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _ctx(args) -> JobContext:
+    return JobContext(cancel=CancelToken(), device=getattr(args, "device", "auto"))
+
+
+def parse_seeds(items: list[str]) -> list[int]:
+    """'0-7' -> 0..7; '3' -> 3; several items or commas allowed."""
+    seeds: list[int] = []
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            m = re.fullmatch(r"(\d+)-(\d+)", part)
+            if m:
+                a, b = int(m.group(1)), int(m.group(2))
+                if b < a:
+                    raise UserError(f"seed range {part!r} runs backwards; write it as {b}-{a}")
+                seeds.extend(range(a, b + 1))
+            elif part.isdigit():
+                seeds.append(int(part))
+            else:
+                raise UserError(f"bad seed {part!r}: use numbers and ranges like 0-7")
+    return seeds
+
+
+# ---- commands -----------------------------------------------------------------------------------
+
+
+def cmd_models(args) -> int:
+    from concept_eraser.engine.catalog import demo_models
+
+    models = demo_models()
+    if args.json:
+        print(json.dumps([m.__dict__ for m in models], indent=2))
+        return EXIT_OK
+    for m in models:
+        state = "ready" if m.available else "missing (concept-eraser demo build " + m.name + ")"
+        print(f"{m.name:14} {m.kind:10} {state:10}  {m.title}")
+        print(f"{'':14} {m.path}")
+    return EXIT_OK
+
+
+def cmd_info(args) -> int:
+    from concept_eraser.engine.loading import load_model
+
+    bundle = load_model(_source(args), device="cpu")
+    if args.json:
+        print(json.dumps(bundle.summary.as_dict(), indent=2))
+    else:
+        print("\n".join(bundle.summary.lines()))
+    return EXIT_OK
+
+
+def _source(args):
+    from concept_eraser.spec import ModelSource
+
+    return ModelSource(path=str(args.model if hasattr(args, "model") else args.path),
+                       config_dir=getattr(args, "config_dir", None))
+
+
+def cmd_sample(args) -> int:
+    from PIL import Image
+
+    from concept_eraser.engine.jobs import sample_job
+    from concept_eraser.spec import SampleRow, SamplingSpec
+
+    rows = [SampleRow.parse(r) for r in (args.rows or [])] + [SampleRow(prompt=p) for p in (args.prompt or [])]
+    if not rows:
+        raise UserError("give grid rows: --rows 0 1 2 (class labels or 'uncond') or --prompt 'a red circle'")
+    spec = SamplingSpec(rows=rows, seeds=parse_seeds(args.seeds), scheduler=args.scheduler, steps=args.steps,
+                        guidance=args.guidance, height=args.size, width=args.size, batch_size=args.batch,
+                        negative_prompt=args.negative or "")
+    ctx = _ctx(args)
+    result = drive(sample_job(_source(args), spec, ctx), ctx.cancel)
+    if result.ok:
+        grid = result.value
+        from concept_eraser.spec.files import atomic_write
+
+        out = Path(args.out)
+        img = Image.fromarray(grid.tiled())
+        if args.scale > 1:
+            img = img.resize((img.width * args.scale, img.height * args.scale), Image.NEAREST)
+        atomic_write(out, lambda p: img.save(p, format="PNG"))
+        print(f"wrote {out} ({grid.shape[0]} rows x {grid.shape[1]} seeds)")
+    return _report(result)
+
+
+def cmd_demo_build(args) -> int:
+    from concept_eraser.demo import DEMOS
+
+    recipe = DEMOS[args.name]
+    ctx = _ctx(args)
+    kwargs = {"seed": args.seed, "ctx": ctx}
+    if args.out:
+        kwargs["out_dir" if recipe.kind != "judge" else "out_path"] = Path(args.out)
+    result = drive(recipe.builder()(**kwargs), ctx.cancel)
+    if result.ok:
+        print(json.dumps(result.value, indent=2, default=str))
+    return _report(result)
+
+
+def cmd_demo_quality(args) -> int:
+    from concept_eraser.demo.quality import quality_job
+
+    ctx = _ctx(args)
+    result = drive(quality_job(args.name, samples=args.samples, ctx=ctx), ctx.cancel)
+    if result.ok:
+        table = result.value
+        if args.json:
+            print(json.dumps(table, indent=2))
+        else:
+            print(table["text"])
+    return _report(result)
+
+
+def cmd_run_demo(args) -> int:
+    """Until the wizard lands: the headless demo writes a digits grid and a shapes grid."""
+    out = Path(args.out)
+    rc = 0
+    for name, rows in (("digits", ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "uncond"]),
+                       ("shapes", None)):
+        ns = argparse.Namespace(model=name, rows=rows, prompt=None, seeds=["0-7"], scheduler="ddim", steps=30,
+                                guidance=None, size=None, batch=32, negative=None, out=str(out / f"{name}.png"),
+                                scale=4, device="auto", config_dir=None)
+        if rows is None:
+            ns.rows = None
+            ns.prompt = ["a red striped circle", "a blue dotted square", "a green solid triangle",
+                         "a yellow striped star"]
+        try:
+            rc = rc or cmd_sample(ns)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            rc = EXIT_INVALID
+    return rc
+
+
+def _report(result: JobResult) -> int:
+    if result.status == "finished":
+        return EXIT_OK
+    if result.status == "cancelled":
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    print(f"error: {result.error}", file=sys.stderr)
+    if os.environ.get("CONCEPT_ERASER_DEBUG") and result.details:
+        print(result.details, file=sys.stderr)
+    return EXIT_INVALID if result.user_error else EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="concept-eraser", description="Make a local diffusion model forget.")
+    p.add_argument("--version", action="version", version=f"concept_eraser {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("models", help="list the bundled demo models")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("info", help="load a model offline and print its summary")
+    s.add_argument("path", help="demo name, diffusers folder, or .safetensors/.ckpt file")
+    s.add_argument("--config-dir", help="local diffusers folder with the component configs (single files)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("sample", help="same-seed grid: rows x seeds")
+    s.add_argument("--model", required=True)
+    s.add_argument("--config-dir")
+    s.add_argument("--rows", nargs="+", help="class labels (3), 'uncond', or prompts")
+    s.add_argument("--prompt", action="append", help="a text prompt row (repeatable)")
+    s.add_argument("--negative", help="negative prompt (text models)")
+    s.add_argument("--seeds", nargs="+", default=["0-7"], help="seeds and ranges, e.g. 0-7 or 1 5 9")
+    s.add_argument("--scheduler", default="ddim", choices=["ddim", "ddpm", "euler", "dpm++"])
+    s.add_argument("--steps", type=int, default=30)
+    s.add_argument("--guidance", type=float, default=None, help="CFG scale; default: the model's")
+    s.add_argument("--size", type=int, default=None, help="pixels; default: the model's native size")
+    s.add_argument("--batch", type=int, default=32)
+    s.add_argument("--scale", type=int, default=1, help="upscale the PNG for viewing (nearest)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("demo", help="build or measure the bundled demo models")
+    dsub = s.add_subparsers(dest="demo_command", required=True)
+    d = dsub.add_parser("build", help="(re)train a demo model or judge with a fixed seed")
+    d.add_argument("name", choices=["digits", "digits-judge", "shapes", "shapes-judge"])
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out")
+    d.set_defaults(func=cmd_demo_build)
+    d = dsub.add_parser("quality", help="judge a demo model's samples (the README's quality table)")
+    d.add_argument("name", choices=["digits", "shapes"])
+    d.add_argument("--samples", type=int, default=200, help="samples per condition")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_demo_quality)
+
+    s = sub.add_parser("run-demo", help="headless demo on the bundled models (writes grids)")
+    s.add_argument("--out", default="runs/demo")
+    s.set_defaults(func=cmd_run_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_CANCELLED

@@ -105,6 +105,7 @@ class JobResult:
     outputs: Mapping[str, str] = field(default_factory=dict)
     error: str | None = None  # one line for the user
     details: str | None = None  # traceback for "Copy details"
+    user_error: bool = False  # failed on input the user can fix (CLI exit code 2)
 
     @property
     def ok(self) -> bool:

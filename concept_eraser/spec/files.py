@@ -39,3 +39,19 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def replace_dir(new_dir: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Move a fully written folder into place; an existing folder at `final` is replaced only after."""
+    import shutil
+
+    new_dir, final = Path(new_dir), Path(final)
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new_dir, final)
+    if old.exists():
+        shutil.rmtree(old)
+    return final

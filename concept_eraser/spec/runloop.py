@@ -61,6 +61,8 @@ def guarded(job: Generator[Event, None, Any]) -> Generator[Event, None, JobResul
         value = yield from job
     except JobCancelled:
         return JobResult("cancelled")
+    except UserError as exc:
+        return JobResult("failed", error=one_line(exc), details=traceback.format_exc(), user_error=True)
     except Exception as exc:  # reported to the user, never swallowed
         return JobResult("failed", error=one_line(exc), details=traceback.format_exc())
     return value if isinstance(value, JobResult) else JobResult("finished", value=value)
