@@ -15,8 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def measure(name: str, rows, seeds: int, steps: int, scheduler: str, batch: int):
     import torch
-
     from concept_eraser.engine.loading import load_model
+
     from concept_eraser.engine.sampling import sample_grid
     from concept_eraser.spec import JobContext, SampleRow, SamplingSpec, run_blocking
 

@@ -6,7 +6,15 @@ import torch
 
 from concept_eraser.engine.bundle import ModelBundle
 from concept_eraser.engine.sampling import sample_grid
-from concept_eraser.spec import CancelToken, JobContext, Progress, SampleRow, SamplingSpec, UserError, run_blocking
+from concept_eraser.spec import (
+    CancelToken,
+    JobContext,
+    Progress,
+    SampleRow,
+    SamplingSpec,
+    UserError,
+    run_blocking,
+)
 from concept_eraser.spec.summary import ModelSummary
 
 
