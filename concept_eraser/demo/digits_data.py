@@ -36,7 +36,7 @@ def to_uint8_rgb(x: torch.Tensor) -> np.ndarray:
 
 def from_uint8_rgb(images: np.ndarray, size: int = SIZE) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 1, size, size) float in [0, 1] (mean over channels)."""
-    x = torch.from_numpy(np.asarray(images)).float().mean(-1, keepdim=True).permute(0, 3, 1, 2) / 255.0
+    x = torch.from_numpy(np.array(images, copy=True)).float().mean(-1, keepdim=True).permute(0, 3, 1, 2) / 255.0
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x
