@@ -114,7 +114,7 @@ def _load_ddpm(path, index, meta, device, dtype) -> ModelBundle:
 
     _require(path, "unet/config.json", "the UNet")
     _require(path, "scheduler/scheduler_config.json", "the scheduler config")
-    unet = UNet2DModel.from_pretrained(path, subfolder="unet", local_files_only=True, torch_dtype=dtype)
+    unet = UNet2DModel.from_pretrained(path, subfolder="unet", local_files_only=True, dtype=dtype)
     unet = unet.to(device).eval().requires_grad_(False)
     scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True)
     n_embeds = unet.config.num_class_embeds
@@ -164,7 +164,7 @@ def _load_sd(path, index, meta, kind, device, dtype) -> ModelBundle:
     pipe_cls = StableDiffusionXLPipeline if kind == "sdxl" else StableDiffusionPipeline
     extra = {} if kind == "sdxl" else {"safety_checker": None, "feature_extractor": None,
                                         "requires_safety_checker": False}
-    pipe = pipe_cls.from_pretrained(path, local_files_only=True, torch_dtype=dtype, **extra)
+    pipe = pipe_cls.from_pretrained(path, local_files_only=True, dtype=dtype, **extra)
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
