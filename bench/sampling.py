@@ -15,8 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def measure(name: str, rows, seeds: int, steps: int, scheduler: str, batch: int):
     import torch
-    from concept_eraser.engine.loading import load_model
 
+    from concept_eraser.engine.loading import load_model
     from concept_eraser.engine.sampling import sample_grid
     from concept_eraser.spec import JobContext, SampleRow, SamplingSpec, run_blocking
 
@@ -59,13 +59,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cases = [
         ("digits", ["3"], args.seeds, "ddim", 64),
-        ("digits", ["3"], args.seeds, "ddim", 256),
+        ("digits", ["3"], args.seeds * 4, "ddim", 256),
         ("digits", ["uncond"], args.seeds, "ddim", 64),
         ("shapes", ["a red striped circle"], args.seeds, "ddim", 64),
     ]
     print(f"{'model':8} {'rows':>24} {'sched':>6} {'steps':>5} {'batch':>5} {'thr':>3} {'images':>6} "
           f"{'s':>7} {'img/s':>7} {'unet %':>6}")
+    from concept_eraser.engine.catalog import demo_models
+
+    ready = {m.name for m in demo_models() if m.available}
     for name, rows, seeds, sched, batch in cases:
+        if name not in ready:
+            print(f"{name}: not built (concept-eraser demo build {name}); skipped")
+            continue
         r = measure(name, rows, seeds, args.steps, sched, batch)
         print(f"{name:8} {rows[0][:24]:>24} {sched:>6} {r['steps']:5d} {batch:5d} {r['threads']:3d} {r['images']:6d} "
               f"{r['seconds']:7.2f} {r['images_per_s']:7.1f} {r['unet_share'] * 100:5.1f}%")

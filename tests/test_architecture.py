@@ -23,3 +23,11 @@ def test_spec_imports_without_torch_or_qt():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_ruff_is_clean():
+    exe = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert exe, "ruff is not installed (pip install -e .[test])"
+    proc = subprocess.run([exe, "check", "concept_eraser", "tests", "bench"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
