@@ -39,7 +39,7 @@ DEFAULT_STEPS = 25
 TEXT_DIM = 64
 
 
-def make_vae(channels: tuple[int, int, int] = (32, 64, 64)):
+def make_vae(channels: tuple[int, int, int] = (16, 32, 32)):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
@@ -48,7 +48,7 @@ def make_vae(channels: tuple[int, int, int] = (32, 64, 64)):
                          sample_size=SIZE)
 
 
-def make_unet(width: int = 64, layers: int = 1):
+def make_unet(width: int = 32, layers: int = 1):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
@@ -56,7 +56,7 @@ def make_unet(width: int = 64, layers: int = 1):
         block_out_channels=(width, 2 * width),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=TEXT_DIM, attention_head_dim=4, norm_num_groups=16,
+        cross_attention_dim=TEXT_DIM, attention_head_dim=4, norm_num_groups=min(16, width // 2),
     )
 
 
@@ -104,7 +104,7 @@ class _Ema:
 def train_vae(vae, x: torch.Tensor, steps: int, g: torch.Generator, ctx: JobContext, batch_size: int = 64,
               lr: float = 2e-3, kl_weight: float = 1e-6):
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(100, steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(100, steps // 10 + 1), steps))
     vae.train()
     running = None
     yield StageStarted("train_vae", total=steps)
@@ -144,7 +144,7 @@ def train_diffusion(unet, text_encoder, tokenizer, lat_mean, lat_std, labels, st
     alphas = sched_cfg.alphas_cumprod.float().to(dev)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(200, steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(200, steps // 10 + 1), steps))
     ema = _Ema(unet, text_encoder, decay=ema_decay)
     unet.train()
     text_encoder.train()
@@ -183,10 +183,10 @@ def _file_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
-def build_shapes(out_dir: Path | None = None, seed: int = 0, ctx: JobContext | None = None, images: int = 24000,
-                 vae_steps: int = 1500, unet_steps: int = 5000, batch_size: int = 64, width: int = 64,
-                 unet_layers: int = 1, text_layers: int = 3, lr: float = 1e-3,
-                 vae_channels: tuple[int, int, int] = (32, 64, 64)):
+def build_shapes(out_dir: Path | None = None, seed: int = 0, ctx: JobContext | None = None, images: int = 12000,
+                 vae_steps: int = 700, vae_batch: int = 32, unet_steps: int = 1800, batch_size: int = 64,
+                 width: int = 32, unet_layers: int = 1, text_layers: int = 3, lr: float = 2e-3,
+                 vae_channels: tuple[int, int, int] = (16, 32, 32)):
     """Train the shapes SD; yields StageStarted/Progress (loss), returns {seconds, stage seconds, sizes, path}."""
     from diffusers import StableDiffusionPipeline
 
@@ -203,13 +203,14 @@ def build_shapes(out_dir: Path | None = None, seed: int = 0, ctx: JobContext | N
     times = {"data": time.perf_counter() - t0}
 
     vae = make_vae(vae_channels).to(device)
-    yield from train_vae(vae, x, vae_steps, g, ctx, batch_size=batch_size)
+    yield from train_vae(vae, x, vae_steps, g, ctx, batch_size=vae_batch, lr=3e-3)
     lat_mean, lat_std = encode_all(vae, x)
     scale = float(1.0 / lat_mean.std())
     vae.register_to_config(scaling_factor=scale)
+    n_check = min(1024, len(x))
     with torch.no_grad():
-        rec = torch.cat([vae.decode(lat_mean[i : i + 256]).sample for i in range(0, 1024, 256)])
-    vae_mse = float(F.mse_loss(rec, x[:1024]))
+        rec = torch.cat([vae.decode(lat_mean[i : min(i + 256, n_check)]).sample for i in range(0, n_check, 256)])
+    vae_mse = float(F.mse_loss(rec, x[:n_check]))
     times["vae"] = time.perf_counter() - t0 - sum(times.values())
     yield Log("info", f"VAE trained: reconstruction MSE {vae_mse:.4f} ([-1, 1] scale), latent scale {scale:.3f}")
 
@@ -236,7 +237,8 @@ def build_shapes(out_dir: Path | None = None, seed: int = 0, ctx: JobContext | N
             "resolution": SIZE,
             "judge": "shapes-judge",
             "vocabulary": vocabulary(),
-            "build": {"seed": seed, "device": str(device), "images": images, "vae_steps": vae_steps, "unet_steps": unet_steps,
+            "build": {"seed": seed, "device": str(device), "images": images, "vae_steps": vae_steps, "vae_batch": vae_batch,
+                      "unet_steps": unet_steps,
                       "batch_size": batch_size, "vae_channels": list(vae_channels), "width": width, "unet_layers": unet_layers,
                       "text_layers": text_layers, "lr": lr, "caption_dropout": 0.1, "ema_decay": 0.999,
                       "vae_reconstruction_mse": round(vae_mse, 5), "seconds": round(seconds, 1),

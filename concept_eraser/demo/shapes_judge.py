@@ -65,7 +65,7 @@ def to_tensor(images: np.ndarray, size: int = SIZE) -> torch.Tensor:
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 255.0  # a copy: grids are read-only
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x
