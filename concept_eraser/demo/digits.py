@@ -1,6 +1,6 @@
 """digits: a class-conditional DDPM with a null class, trained on scikit-learn's digits at 16x16.
 
-Classifier-free guidance (Ho & Salimans 2022): the label is replaced by the null class 10% of the
+Classifier-free guidance (Ho & Salimans 2022): the label is replaced by the null class 20% of the
 time, so one network gives conditional and unconditional predictions; unconditional sampling uses
 the null class. Cosine schedule, epsilon prediction, AdamW, EMA of the weights.
 """
@@ -53,7 +53,7 @@ def make_scheduler():
 
 
 def build_digits(out_dir: Path | None = None, seed: int = 0, ctx: JobContext | None = None, steps: int = 3000,
-                 batch_size: int = 64, lr: float = 2e-3, label_dropout: float = 0.1, ema_decay: float = 0.999):
+                 batch_size: int = 64, lr: float = 2e-3, label_dropout: float = 0.2, ema_decay: float = 0.999):
     """Train the digits DDPM; yields Progress (loss), returns {seconds, path, steps}."""
     from diffusers import DDPMPipeline
 
