@@ -102,7 +102,9 @@ def build_digits(out_dir: Path | None = None, seed: int = 0, ctx: JobContext | N
             yield Progress("train", step + 1, steps, {"loss": running, "lr": sched.get_last_lr()[0]})
     unet.load_state_dict(ema)
     unet.eval()
-    tmp = Path(tempfile.mkdtemp(prefix=".digits-", dir=out_dir.parent if out_dir.parent.exists() else None))
+    # the temporary folder sits beside the target so the final rename never crosses file systems
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".digits-", dir=out_dir.parent))
     try:
         DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
         meta = {

@@ -214,7 +214,9 @@ def build_shapes(out_dir: Path | None = None, seed: int = 0, ctx: JobContext | N
     times["vae"] = time.perf_counter() - t0 - sum(times.values())
     yield Log("info", f"VAE trained: reconstruction MSE {vae_mse:.4f} ([-1, 1] scale), latent scale {scale:.3f}")
 
-    tmp = Path(tempfile.mkdtemp(prefix=".shapes-", dir=out_dir.parent if out_dir.parent.exists() else None))
+    # the temporary folder sits beside the target so the final rename never crosses file systems
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".shapes-", dir=out_dir.parent))
     try:
         tokenizer = write_tokenizer(tmp / "tokenizer", all_words())
         text_encoder = make_text_encoder(tokenizer, layers=text_layers).to(device)
