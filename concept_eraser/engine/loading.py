@@ -165,11 +165,6 @@ def _load_sd(path, index, meta, kind, device, dtype) -> ModelBundle:
     extra = {} if kind == "sdxl" else {"safety_checker": None, "feature_extractor": None,
                                         "requires_safety_checker": False}
     pipe = pipe_cls.from_pretrained(path, local_files_only=True, dtype=dtype, **extra)
-    pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to(device)
-    for m in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
-        if m is not None:
-            m.eval().requires_grad_(False)
     return _sd_bundle(pipe, kind, meta, weights_sha256(path), str(path), False, device, dtype)
 
 
@@ -181,6 +176,12 @@ def sd_architecture(pipe, kind: str) -> str:
 
 
 def _sd_bundle(pipe, kind, meta, sha, source, single, device, dtype) -> ModelBundle:
+    """Prepare a loaded SD/SDXL pipeline (device, eval, no gradients, no tqdm) and wrap it."""
+    pipe.set_progress_bar_config(disable=True)
+    pipe = pipe.to(device)
+    for m in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+        if m is not None:
+            m.eval().requires_grad_(False)
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     sample = pipe.unet.config.sample_size
     sample = sample if isinstance(sample, int) else sample[0]

@@ -105,11 +105,6 @@ def load_single_file(path: Path, source: ModelSource, device: torch.device, dtyp
             weights = Path(tmp) / (path.stem + ".safetensors")
             save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
         pipe = cls.from_single_file(str(weights), config=str(config_dir), local_files_only=True, dtype=dtype, **extra)
-    pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to(device)
-    for m in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
-        if m is not None:
-            m.eval().requires_grad_(False)
     meta = json.loads((config_dir / META_FILE).read_text()) if (config_dir / META_FILE).is_file() else {}
     kind = "sdxl" if arch == "sdxl" else "sd"
     return _sd_bundle(pipe, kind, meta, sha256_file(path), str(path), True, device, dtype)
