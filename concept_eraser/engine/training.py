@@ -1,0 +1,178 @@
+"""The training loop every trained method uses: optimizer, accumulation, clipping, cancel, checkpoints, resume.
+
+Built on accelerate (device placement, mixed precision on GPUs, gradient accumulation; the same code
+runs under `accelerate launch`). Randomness is drawn from a generator seeded by (seed, step, micro-step),
+so a resumed run draws exactly what an uninterrupted run would: resume is bitwise on CPU.
+
+Teacher predictions without a second model: `Originals` keeps copies of only the trained tensors and
+swaps them in for a no-grad forward. Call the teacher *before* the student forward of a step, so the
+autograd graph never sees swapped weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from concept_eraser.spec.events import Event, Progress, StageStarted
+from concept_eraser.spec.files import atomic_write
+from concept_eraser.spec.runloop import JobCancelled, JobContext, UserError
+
+CHECKPOINT = "checkpoint.pt"
+LossFn = Callable[[int, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int
+    lr: float
+    optimizer: str = "adamw"  # "adamw", "adam", "sgd"
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0  # max global grad norm; None = no clipping
+    grad_accum: int = 1
+    checkpoint_every: int = 0  # 0 = only when cancelled and at the end
+    seed: int = 0
+    mixed_precision: str = "no"  # "no", "fp16", "bf16" (GPUs only)
+
+
+def step_generator(seed: int, step: int, micro: int = 0) -> torch.Generator:
+    """CPU generator for one (micro-)step, independent of everything that ran before it."""
+    return torch.Generator("cpu").manual_seed((seed * 1_000_003 + step * 101 + micro) % (2**63))
+
+
+class Originals:
+    """Copies of the trained tensors at the start; `active()` swaps them in for teacher forwards."""
+
+    def __init__(self, params: dict[str, torch.nn.Parameter]) -> None:
+        self.params = params
+        self.saved = {n: p.detach().clone() for n, p in params.items()}
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        current = {n: p.data for n, p in self.params.items()}
+        try:
+            with torch.no_grad():
+                for n, p in self.params.items():
+                    p.data = self.saved[n]
+                yield
+        finally:
+            for n, p in self.params.items():
+                p.data = current[n]
+
+
+def make_optimizer(params: list[torch.nn.Parameter], s: TrainSettings) -> torch.optim.Optimizer:
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(params, lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=s.lr, weight_decay=s.weight_decay)
+    raise UserError(f"unknown optimizer {s.optimizer!r}; choose adamw, adam or sgd")
+
+
+def save_checkpoint(run_dir: Path, step: int, params: dict[str, torch.nn.Parameter],
+                    optimizer: torch.optim.Optimizer, extra: dict) -> Path:
+    state = {
+        "step": step,
+        "params": {n: p.detach().cpu().clone() for n, p in params.items()},
+        "optimizer": optimizer.state_dict(),
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        **extra,
+    }
+    return atomic_write(run_dir / CHECKPOINT, lambda p: torch.save(state, p))
+
+
+def load_checkpoint(run_dir: Path) -> dict | None:
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def train(params: dict[str, torch.nn.Parameter], loss_fn: LossFn, settings: TrainSettings, ctx: JobContext,
+          run_dir: Path | None = None, resume: bool = False, extra: dict | None = None,
+          preview: Callable[[int], Generator[Event, None, None]] | None = None,
+          ) -> Generator[Event, None, dict[str, float]]:
+    """Run `settings.steps` optimizer steps of loss_fn(step, generator) over `params`.
+
+    Yields Progress("unlearn", step, total, scalars) after every step and the preview's events at step 0
+    and every ctx.preview_every steps. Cancel is checked before every micro-step; on cancel the last
+    completed step is checkpointed (when run_dir is given) before JobCancelled propagates.
+    """
+    from accelerate import Accelerator
+
+    if not params:
+        raise UserError("the method selected no parameters to train")
+    extra = dict(extra or {})
+    # Accumulation is done here (loss / grad_accum, one optimizer step per grad_accum micro-steps).
+    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=_on_cpu(params))
+    plist = list(params.values())
+    for p in plist:
+        p.requires_grad_(True)
+    optimizer = accelerator.prepare(make_optimizer(plist, settings))
+    start = 0
+    if resume and run_dir is not None:
+        ck = load_checkpoint(run_dir)
+        if ck is None:
+            raise UserError(f"nothing to resume in {run_dir}: it has no {CHECKPOINT}")
+        if set(ck["params"]) != set(params):
+            raise UserError(f"{run_dir / CHECKPOINT} was written by a run that trained other parameters; start afresh")
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(ck["params"][n].to(p.device, p.dtype))
+        optimizer.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        start = int(ck["step"])
+    yield StageStarted("unlearn", total=settings.steps)
+    stats: dict[str, float] = {}
+    t0 = time.perf_counter()
+    step = start
+    try:
+        if preview is not None and start == 0:
+            yield from preview(0)
+        while step < settings.steps:
+            scalars: dict[str, float] = {}
+            for micro in range(settings.grad_accum):
+                ctx.check_cancelled()
+                with accelerator.autocast():
+                    loss, sc = loss_fn(step, step_generator(settings.seed, step, micro))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"the loss became {loss.item()} at step {step}; lower the learning "
+                                             f"rate or enable gradient clipping")
+                accelerator.backward(loss / settings.grad_accum)
+                for k, v in sc.items():
+                    scalars[k] = scalars.get(k, 0.0) + float(v) / settings.grad_accum
+            if settings.grad_clip is not None:
+                scalars["grad_norm"] = float(accelerator.clip_grad_norm_(plist, settings.grad_clip))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            stats = scalars
+            yield Progress("unlearn", step, settings.steps, scalars)
+            if run_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0:
+                save_checkpoint(run_dir, step, params, optimizer, extra)
+            if preview is not None and ctx.preview_every and step % ctx.preview_every == 0 and step < settings.steps:
+                yield from preview(step)
+    except JobCancelled:
+        if run_dir is not None and step > start:
+            save_checkpoint(run_dir, step, params, optimizer, extra)
+        raise
+    finally:
+        for p in plist:
+            p.requires_grad_(False)
+            p.grad = None
+    if run_dir is not None:
+        save_checkpoint(run_dir, step, params, optimizer, extra)
+    stats = {**stats, "steps": float(step), "train_seconds": time.perf_counter() - t0}
+    return stats
+
+
+def _on_cpu(params: dict[str, torch.nn.Parameter]) -> bool:
+    return next(iter(params.values())).device.type == "cpu"
