@@ -79,3 +79,16 @@ def run_blocking(job: Generator[Event, None, R], on_event: Callable[[Event], Non
         except StopIteration as stop:
             return stop.value
         on_event(event)
+
+
+def quiet(job: Generator[Event, None, R]) -> Generator[Event, None, R]:
+    """Drive a nested job, dropping its StageStarted/Progress events (they would reset the caller's bar)."""
+    from .events import Progress, StageStarted
+
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as stop:
+            return stop.value
+        if not isinstance(event, StageStarted | Progress):
+            yield event
