@@ -128,3 +128,24 @@ def test_shipped_configs_are_used_without_config_dir(exported, tmp_path, monkeyp
         msg = str(info.value)
         assert f"the bundled {shipped} configs" in msg and "--config-dir" in msg and "\n" not in msg
     assert (tmp_path / "cache" / "clip-bpe" / "vocab.json").is_file()
+
+
+@pytest.mark.parametrize(("name", "shipped"), [("sd1", "sd1"), ("sd2", "sd2-768-v"), ("sdxl", "sdxl")])
+def test_offline_load_through_a_shipped_folder(exported, folders, tmp_path, monkeypatch, name, shipped):
+    """The whole no---config-dir path (assembled folder + real CLIP vocabulary) with tiny stand-in configs."""
+    import shutil
+
+    res = tmp_path / "resources" / "configs" / shipped
+    src = folders[name]
+    for f in src.rglob("*.json"):
+        if f.name not in ("vocab.json", "tokenizer.json"):  # configs only, like resources/configs
+            (res / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, res / f.relative_to(src))
+    monkeypatch.setenv("CONCEPT_ERASER_RESOURCES", str(tmp_path / "resources"))
+    bundle, path = exported[name]
+    again = load_model(str(path))
+    _same_weights(bundle, again)
+    assert len(again.tokenizer) == 49408, "the real CLIP vocabulary, built offline"
+    if name == "sdxl":
+        assert (again.tokenizer.pad_token, again.tokenizer_2.pad_token) == ("<|endoftext|>", "!")
+    assert again.summary.prediction_type == bundle.summary.prediction_type
