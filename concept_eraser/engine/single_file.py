@@ -120,7 +120,7 @@ def assemble_config(name: str, dest: Path) -> Path:
                         f"--config-dir with a local diffusers folder of the same architecture (weights not needed)")
     shutil.copytree(src, dest)
     vocab_file, merges_file = vocab_files()
-    for tok in dest.glob("tokenizer*"):
+    for tok in (p for p in dest.glob("tokenizer*") if p.is_dir()):
         shutil.copyfile(vocab_file, tok / "vocab.json")
         shutil.copyfile(merges_file, tok / "merges.txt")
     return dest
