@@ -131,7 +131,7 @@ def test_shipped_configs_are_used_without_config_dir(exported, tmp_path, monkeyp
 
 
 @pytest.mark.parametrize(("name", "shipped"), [("sd1", "sd1"), ("sd2", "sd2-768-v"), ("sdxl", "sdxl")])
-def test_offline_load_through_a_shipped_folder(exported, folders, tmp_path, monkeypatch, name, shipped):
+def test_offline_load_through_a_shipped_folder(exported, folders, tmp_path, monkeypatch, capsys, name, shipped):
     """The whole no---config-dir path (assembled folder + real CLIP vocabulary) with tiny stand-in configs."""
     import shutil
 
@@ -149,3 +149,8 @@ def test_offline_load_through_a_shipped_folder(exported, folders, tmp_path, monk
     if name == "sdxl":
         assert (again.tokenizer.pad_token, again.tokenizer_2.pad_token) == ("<|endoftext|>", "!")
     assert again.summary.prediction_type == bundle.summary.prediction_type
+    from concept_eraser.cli import main
+
+    assert main(["info", str(path), "--json"]) == 0, "the CLI needs no --config-dir"
+    info = json.loads(capsys.readouterr().out)
+    assert (info["single_file"], info["sha256"]) == (True, again.summary.sha256)
