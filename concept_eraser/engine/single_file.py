@@ -8,8 +8,10 @@ vocabulary (engine/clip_tokenizer.py). `--config-dir` (ModelSource.config_dir) o
 Which shipped folder: SD 1.x -> sd1, SDXL -> sdxl. SD 2.x comes as 512 px epsilon or 768 px
 v-prediction with identical tensors, so the file must say which (see `sd2_variant`): its
 safetensors metadata (`modelspec.architecture` / `modelspec.prediction_type`, as our exporter and
-kohya's sd-scripts write them), else a hint in the file name (`512`/`base` -> sd2-512,
-`768`/`v-pred` -> sd2-768-v), else sd2-768-v, the default diffusers uses for SD 2 files.
+kohya's sd-scripts write them), else a hint in the file name (`768`/`v-pred` -> sd2-768-v,
+`512`/`base` -> sd2-512; renaming a file is the user's override), else ComfyUI's weight test (the
+spread of one layer-norm bias, `V_PROBE`, is > 0.09 in v-prediction models), else sd2-768-v, the
+default diffusers uses for SD 2 files.
 """
 
 from __future__ import annotations
@@ -90,8 +92,11 @@ def detect_architecture(keys) -> str:
     raise UserError("unknown architecture: a UNet without a recognised text encoder (SD 1.x, 2.x or SDXL)")
 
 
-def sd2_variant(path: Path, metadata: dict[str, str]) -> str:
-    """'sd2-768-v' or 'sd2-512': metadata first, then the file name, then diffusers' default (768 v)."""
+V_PROBE = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
+
+
+def sd2_variant(path: Path, metadata: dict[str, str], probe: torch.Tensor | None = None) -> str:
+    """'sd2-768-v' or 'sd2-512': metadata, file name, the V_PROBE tensor's spread, then the default (768 v)."""
     arch = str(metadata.get("modelspec.architecture", "")).lower()
     pred = str(metadata.get("modelspec.prediction_type") or metadata.get("prediction_type") or "").lower()
     if "768-v" in arch or pred in ("v", "v_prediction", "v-prediction"):
@@ -103,11 +108,20 @@ def sd2_variant(path: Path, metadata: dict[str, str]) -> str:
         return "sd2-768-v"
     if re.search(r"512|base", name):
         return "sd2-512"
+    if probe is not None and probe.numel() > 1:
+        return "sd2-768-v" if torch.std(probe.float(), unbiased=False).item() > 0.09 else "sd2-512"
     return "sd2-768-v"  # the release default, as in diffusers
 
 
-def shipped_config_name(arch: str, path: Path, metadata: dict[str, str]) -> str:
-    return sd2_variant(path, metadata) if arch == "sd2" else arch
+def shipped_config_name(arch: str, path: Path, metadata: dict[str, str], probe: torch.Tensor | None = None) -> str:
+    return sd2_variant(path, metadata, probe) if arch == "sd2" else arch
+
+
+def _read_tensor(path: Path, key: str) -> torch.Tensor | None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.get_tensor(key) if key in f.keys() else None
 
 
 def assemble_config(name: str, dest: Path) -> Path:
@@ -156,7 +170,10 @@ def load_single_file(path: Path, source: ModelSource, device: torch.device, dtyp
                 raise UserError(f"--config-dir {config_dir} has no model_index.json; give a diffusers model folder")
             used = f"--config-dir {config_dir}"
         else:
-            name = shipped_config_name(arch, path, metadata)
+            probe = None
+            if arch == "sd2":
+                probe = state.get(V_PROBE) if suffix != ".safetensors" else _read_tensor(path, V_PROBE)
+            name = shipped_config_name(arch, path, metadata, probe)
             config_dir = assemble_config(name, Path(tmp) / name)
             used = f"the bundled {name} configs"
         if suffix != ".safetensors":

@@ -127,3 +127,10 @@ def test_architecture_picks_the_shipped_folder():
     assert sd2_variant(Path("x.safetensors"), {"modelspec.architecture": "stable-diffusion-v2-512"}) == "sd2-512"
     assert sd2_variant(Path("x-768.safetensors"), {"modelspec.prediction_type": "epsilon"}) == "sd2-512"
     assert sd2_variant(Path("x.safetensors"), {"prediction_type": "v_prediction"}) == "sd2-768-v"
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    wide, narrow = torch.randn(1280, generator=g) * 0.2, torch.randn(1280, generator=g) * 0.02
+    assert sd2_variant(Path("finetune.safetensors"), {}, wide) == "sd2-768-v", "ComfyUI's spread test"
+    assert sd2_variant(Path("finetune.safetensors"), {}, narrow) == "sd2-512"
+    assert sd2_variant(Path("finetune-768.safetensors"), {}, narrow) == "sd2-768-v", "the name is the user's override"
