@@ -77,23 +77,6 @@ def vocab_files() -> tuple[Path, Path]:
     return vocab_file, merges_file
 
 
-def write_tokenizer_folder(folder: Path, pad_token: str = PAD_EOS, max_length: int = 77) -> Path:
-    """A CLIPTokenizer folder (vocab.json, merges.txt, tokenizer_config.json) loadable with from_pretrained."""
-    import shutil
-
-    vocab_file, merges_file = vocab_files()
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(vocab_file, folder / "vocab.json")
-    shutil.copyfile(merges_file, folder / "merges.txt")
-    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": max_length, "do_lower_case": True,
-              "errors": "replace", "add_prefix_space": False, "bos_token": BOS, "eos_token": EOS, "unk_token": EOS,
-              "pad_token": pad_token}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    (folder / "special_tokens_map.json").write_text(json.dumps(
-        {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": pad_token}, indent=2))
-    return folder
-
-
 def load_clip_tokenizer(pad_token: str = PAD_EOS, max_length: int = 77):
     """transformers' CLIPTokenizer over the real CLIP vocabulary, without downloads."""
     from transformers import CLIPTokenizer
