@@ -5,12 +5,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# derived files (the CLIP vocabulary) go to a per-session folder, never into the user's ~/.cache
+os.environ.setdefault("CONCEPT_ERASER_CACHE", tempfile.mkdtemp(prefix="concept-eraser-cache-"))
 
 import pytest  # noqa: E402
 

@@ -53,8 +53,10 @@ def test_detects_the_three_families():
     assert detect_architecture(unet + ["conditioner.embedders.0.transformer.x"]) == "sdxl"
 
 
-def test_missing_configs_say_what_to_pass(tmp_path):
-    assert "--config-dir" in _err(_sd1_like(tmp_path / "m.safetensors"))
+def test_file_that_does_not_fit_the_shipped_configs_says_what_to_pass(tmp_path):
+    msg = _err(_sd1_like(tmp_path / "m.safetensors"))
+    assert "looks like SD1" in msg and "bundled sd1 configs" in msg and "--config-dir" in msg
+    assert "--config-dir" in _err(_sd1_like(tmp_path / "m2.safetensors"), config_dir=str(tmp_path / "nowhere"))
 
 
 class _RunsCode:
