@@ -10,26 +10,45 @@ while it waits instead of blocking in QThread.wait().
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Generator
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QThread, Signal
+from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QThread, QTimer, Signal
 
 from concept_eraser.spec.events import JobResult
 from concept_eraser.spec.runloop import CancelToken, guarded, one_line
 
+BATCH_S = 0.03  # longest stretch the GUI thread spends delivering job events before it repaints
 JobLike = Generator[Any, None, Any] | Callable[[], Generator[Any, None, Any]]
 
 
+_END = object()  # queue marker: the next item is the JobResult
+
+
 class _JobThread(QThread):
-    emitted = Signal(object)
-    returned = Signal(object)
+    """Runs the job; events go into a queue and one `wake` signal is pending at a time, so a fast job
+    cannot flood the GUI thread's event queue (the GUI drains it in time-boxed batches)."""
+
+    wake = Signal()
 
     def __init__(self, job: JobLike, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._job = job
+        self.queue: deque[Any] = deque()
+        self.lock = threading.Lock()
+        self.wake_pending = False
+
+    def _put(self, *items: Any) -> None:
+        with self.lock:
+            self.queue.extend(items)
+            if self.wake_pending:
+                return
+            self.wake_pending = True
+        self.wake.emit()
 
     def run(self) -> None:  # worker thread
         try:
@@ -41,10 +60,10 @@ class _JobThread(QThread):
                 except StopIteration as stop:
                     result = stop.value
                     break
-                self.emitted.emit(event)
+                self._put(event)
         except BaseException as exc:  # guarded() lets nothing out; this is for a factory that raised
             result = JobResult("failed", error=one_line(exc), details=traceback.format_exc())
-        self.returned.emit(result)
+        self._put(_END, result)
 
 
 class JobRunner(QObject):
@@ -77,8 +96,7 @@ class JobRunner(QObject):
             return False
         self._name, self._token = name, token
         thread = _JobThread(job, self)
-        thread.emitted.connect(self._on_emitted)
-        thread.returned.connect(self._on_returned)
+        thread.wake.connect(self._drain)
         self._thread = thread
         self.started.emit(name)
         thread.start()
@@ -88,15 +106,33 @@ class JobRunner(QObject):
         if self._token is not None:
             self._token.cancel()
 
-    def _on_emitted(self, event: object) -> None:
-        if self._thread is not None:
-            self.event.emit(self._name, event)
+    def _drain(self) -> None:
+        """Deliver queued events for at most BATCH_S, then yield to the event loop (paint, input, timers)."""
+        thread = self._thread
+        if thread is None:
+            return
+        deadline = time.monotonic() + BATCH_S
+        while True:
+            with thread.lock:
+                if not thread.queue:
+                    thread.wake_pending = False
+                    return
+                item = thread.queue.popleft()
+                if item is _END:
+                    result = thread.queue.popleft()
+            if item is _END:
+                self._on_returned(result)
+                return
+            self.event.emit(self._name, item)
+            if time.monotonic() > deadline:
+                QTimer.singleShot(1, self._drain)
+                return
 
     def _on_returned(self, result: JobResult) -> None:
         thread, name = self._thread, self._name
         if thread is None:
             return
-        thread.wait()  # run() has already returned after emitting; this only joins
+        thread.wait()  # run() returns right after queueing the result; this only joins
         thread.deleteLater()
         self._thread, self._token = None, None
         self.last_result = result

@@ -1,0 +1,20 @@
+"""The GUI package (fake backend included) imports without torch or the torch side of concept_eraser."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_gui_import_in_fresh_process_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "import concept_eraser.gui.app, concept_eraser.gui.main_window, concept_eraser.gui.fake_backend\n"
+        "import concept_eraser.gui.pages\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', 'transformers', 'safetensors')\n"
+        "       or m.startswith(('concept_eraser.engine', 'concept_eraser.methods', 'concept_eraser.metrics',\n"
+        "                        'concept_eraser.backend', 'concept_eraser.cli', 'concept_eraser.demo'))]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)

@@ -1,0 +1,167 @@
+"""Each page against the FakeBackend: state -> spec, validation messages, Next enabled/disabled."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
+
+from concept_eraser.gui.fake_backend import FakeBackend
+from concept_eraser.gui.images import to_qimage
+from concept_eraser.gui.widgets.config_form import ConfigFormWidget, ScientificSpinBox
+
+from .conftest import load_demo
+
+
+def test_model_page_lists_demos_and_shows_summary(qtbot, window):
+    page = window.pages[0]
+    names = [page.demo_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(page.demo_list.count())]
+    assert names == ["digits", "shapes"]
+    page.dtype_combo.setCurrentText("float32")
+    load_demo(qtbot, window, "shapes")
+    assert page.fields["kind"].text() == "sd"
+    assert page.fields["conditioning"].text() == "text prompts"
+    assert "64×64" in page.fields["size"].text() and "float32" in page.fields["size"].text()
+    assert page.fields["sha256"].toolTip() == window.state.summary.sha256
+    assert page.spec_part()["device"] == {"device": "auto", "dtype": "float32"}
+
+
+def test_model_page_single_file_drop_and_bad_files(qtbot, window, tmp_path):
+    page = window.pages[0]
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"\0" * 64)
+    page.drop_paths([tmp_path / "notes.txt"])
+    assert "notes.txt is not a model" in page.status_label.text()
+    with qtbot.waitSignal(window.runner.done, timeout=5000):
+        page.drop_paths([weights])
+    assert window.state.summary.single_file and "(single file)" in page.fields["source"].text()
+    with qtbot.waitSignal(window.runner.done, timeout=5000):
+        page.load(window.state.source.model_copy(update={"path": str(tmp_path / "missing"), "sha256": None}))
+    assert "Could not load: model not found" in page.status_label.text()
+
+
+def test_forget_page_class_picker(qtbot, window):
+    load_demo(qtbot, window, "digits")
+    page = window.pages[1]
+    window.go(1)
+    assert page.stack.currentIndex() == 1 and page.class_list.count() == 10
+    assert page.problem() == "Tick at least one class to forget."
+    page.set_class_checked(3)
+    page.set_class_checked(5)
+    page.anchor_combo.setCurrentIndex(page.anchor_combo.findData(3))
+    assert "anchor cannot be" in page.problem() and not window.next_button.isEnabled()
+    page.anchor_combo.setCurrentIndex(page.anchor_combo.findData(0))
+    assert page.problem() == "" and window.next_button.isEnabled()
+    part = page.spec_part()
+    assert part["concepts"] == [{"label": 3}, {"label": 5}] and part["anchor"] == {"label": 0}
+
+
+def test_forget_page_text_concepts_and_images(qtbot, window, tmp_path):
+    load_demo(qtbot, window, "shapes")
+    page = window.pages[1]
+    assert page.stack.currentIndex() == 0
+    assert "Add at least one concept" in page.problem()
+    page.concept_edit.setText("  circle ")
+    page.add_concept_from_edit()
+    page.add_concept("circle")  # no duplicates
+    page.anchor_edit.setText("a shape")
+    good = tmp_path / "red.png"
+    img = to_qimage(np.full((20, 30, 3), (200, 10, 10), np.uint8))
+    assert img.save(str(good))
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello")
+    fake_png = tmp_path / "broken.png"
+    fake_png.write_bytes(b"not a png")
+    assert page.add_images([good, bad, fake_png]) == ["notes.txt", "broken.png"]
+    assert "notes.txt, broken.png" in page.bad_label.text()
+    assert page.image_list.count() == 1 and "20" in page.image_list.item(0).toolTip()
+    part = page.spec_part()
+    assert part["concepts"] == [{"text": "circle"}] and part["anchor"] == {"text": "a shape"}
+    assert part["forget_images"][0]["path"] == str(good) and len(part["forget_images"][0]["sha256"]) == 64
+    page.image_list.item(0).setSelected(True)
+    page.remove_images_button.click()
+    assert page.image_list.count() == 0
+
+
+def test_keep_page_presets_validation_and_grid(qtbot, window):
+    load_demo(qtbot, window, "digits")
+    window.pages[1].set_class_checked(3)
+    page = window.pages[2]
+    assert "retain prompt" in page.problem()
+    page.retain_edit.setText("12")
+    page.add_from_edit()
+    assert "not a class of this model" in page.input_error.text() and not page.rows()
+    page.apply_preset("All other classes")
+    assert [r.label for r in page.rows()] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    page.first_seed.setValue(10)
+    page.seed_count.setValue(2)
+    part = page.spec_part()
+    assert part["sampling"]["seeds"] == [10, 11] and part["sampling"]["rows"][0] == {"label": 3}
+    assert part["sampling"]["guidance"] == 1.5 and "10 rows × 2 seeds" in page.size_label.text()
+
+    load_demo(qtbot, window, "shapes")
+    assert page.rows() == [] and page.preset_combo.count() == 2
+    page.apply_preset("Other shapes")
+    assert [r.prompt for r in page.rows()] == ["a red square", "a blue triangle", "a green circle"]
+    page.retain_list.item(0).setText("a red square, large")
+    assert page.rows()[0].prompt == "a red square, large"
+
+
+def test_method_page_offers_fitting_methods_with_a_generated_form(qtbot, window):
+    load_demo(qtbot, window, "digits")
+    page = window.pages[3]
+    enabled = {page.method_list.item(i).data(Qt.ItemDataRole.UserRole): bool(page.method_list.item(i).flags()
+               & Qt.ItemFlag.ItemIsEnabled) for i in range(page.method_list.count())}
+    assert enabled == {"esd-x": True, "ga": True, "sdxl-only": False}
+    assert "does not fit" in page.method_list.item(2).text()
+    assert "Gandikota" in page.description.text() and "Estimate" in page.description.text()
+    form = page.form
+    assert isinstance(form.editors["steps"], QSpinBox) and form.editors["steps"].maximum() == 5000
+    assert isinstance(form.editors["learning_rate"], ScientificSpinBox)
+    assert form.editors["learning_rate"].minimum() > 0 and form.editors["learning_rate"].value() == 1e-5
+    assert isinstance(form.editors["negative_guidance"], QDoubleSpinBox)
+    assert isinstance(form.editors["train_method"], QComboBox) and form.editors["train_method"].count() == 3
+    assert isinstance(form.editors["use_ema"], QCheckBox)
+    assert form.editors["steps"].toolTip() == "Optimizer steps."
+    assert form.advanced.rowCount() == 2 and form.basic.rowCount() == 4
+    assert not form.advanced_box.isVisibleTo(form)
+    form.advanced_button.click()
+    assert form.advanced_box.isVisibleTo(form)
+    form.set_values({"steps": 7, "train_method": "full", "use_ema": True})
+    part = page.spec_part()
+    assert part["method"] == "esd-x"
+    assert part["method_config"] == {"steps": 7, "learning_rate": 1e-5, "negative_guidance": 1.0, "train_method": "full",
+                                     "use_ema": True, "fail_at_step": -1}
+    page.select("ga")  # switching keeps each method's edits
+    assert page.spec_part()["method"] == "ga"
+    assert "needs retain prompts" in page.problem()
+    page.select("esd-x")
+    assert page.form.values()["steps"] == 7
+
+
+def test_config_form_handles_refs_and_strings(qtbot):
+    schema = {"properties": {"mode": {"$ref": "#/$defs/Mode", "default": "b"}, "name": {"type": "string", "default": "x"},
+                             "ratio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.5}},
+              "$defs": {"Mode": {"enum": ["a", "b"], "type": "string"}}}
+    form = ConfigFormWidget()
+    qtbot.addWidget(form)
+    form.set_schema(schema)
+    assert form.values() == {"mode": "b", "name": "x", "ratio": 0.5}
+    assert not form.advanced_button.isVisibleTo(form)
+
+
+def test_every_fake_card_schema_builds_a_form(qtbot):
+    form = ConfigFormWidget()
+    qtbot.addWidget(form)
+    for card in FakeBackend().methods():
+        form.set_schema(card.config_schema, card.defaults)
+        assert form.values() == card.defaults
+
+
+def test_qimage_keeps_its_buffer():
+    a = np.zeros((4, 5, 3), np.uint8)
+    a[1, 2] = (255, 0, 0)
+    img = to_qimage(a[:, :, :])
+    del a
+    assert isinstance(img, QImage) and img.width() == 5 and img.pixelColor(2, 1).red() == 255
