@@ -264,7 +264,10 @@ class FakeBackend:
                 if erased and not _matches(row, erased):  # the edit nudges what it should keep a little
                     drift = _rng(seed, row.label, row.prompt, "after").normal(0, 7, cells[r, c].shape)
                     cells[r, c] = np.clip(cells[r, c] + drift, 0, 255).astype(np.uint8)
-        labels = tuple(row.describe(self.summary.class_names) for row in spec.rows)
+        names = self.summary.class_names
+        if names and all(n == str(i) for i, n in enumerate(names)):
+            names = None  # "class 3", not "class 3 (3)"
+        labels = tuple(row.describe(names) for row in spec.rows)
         return Grid(cells, labels, tuple(spec.seeds))
 
     def sample(self, spec: SamplingSpec, ctx: JobContext):

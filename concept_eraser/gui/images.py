@@ -28,6 +28,6 @@ def to_pixmap(array: np.ndarray, size: int | None = None, smooth: bool = False) 
 
 
 def heat_colour(value: float) -> tuple[int, int, int]:
-    """0 -> transparent-ish blue, 1 -> red (for the LPIPS overlay)."""
+    """0 -> yellow, 1 -> red (the LPIPS overlay; its alpha also grows with the value)."""
     v = float(min(max(value, 0.0), 1.0))
-    return int(255 * v), int(80 * (1 - abs(v - 0.5) * 2)), int(255 * (1 - v))
+    return 255, int(220 * (1 - v)), 0

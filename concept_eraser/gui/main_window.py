@@ -35,6 +35,9 @@ from .pages.base import Page
 from .runner import JobRunner
 from .state import AppState, make_settings
 
+DONE_MESSAGES = {"load": "Model loaded.", "unlearn": "Run finished: compare the grids.",
+                 "evaluate": "Leak test finished.", "export": "Export written and verified."}
+
 
 class SettingsDialog(QDialog):
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
@@ -178,7 +181,7 @@ class MainWindow(QMainWindow):
         elif not result.ok and result.error:
             self.status_label.setText(f"{name} {result.status}: {result.error}")
         elif result.ok:
-            self.status_label.setText(f"{name} finished.")
+            self.status_label.setText(DONE_MESSAGES.get(name, f"{name} finished."))
         self._update_nav()
 
     def show_message(self, text: str) -> None:

@@ -92,7 +92,7 @@ def test_keep_page_presets_validation_and_grid(qtbot, window):
     page.retain_edit.setText("12")
     page.add_from_edit()
     assert "not a class of this model" in page.input_error.text() and not page.rows()
-    page.apply_preset("All other classes")
+    page.apply_preset("All other digits")
     assert [r.label for r in page.rows()] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
     page.first_seed.setValue(10)
     page.seed_count.setValue(2)

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QGroupBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QScrollArea,
@@ -39,7 +40,7 @@ class ComparePage(Page):
             self.mode_combo.addItem(MODE_TITLES[m], m)
         self.mode_combo.setToolTip("Side by side; one grid where a click flips a cell; a before|after slider; "
                                    "or the pixel difference.")
-        self.mode_combo.currentIndexChanged.connect(lambda _i: self.compare.set_mode(self.mode_combo.currentData()))
+        self.mode_combo.currentIndexChanged.connect(self._on_mode_changed)
         self.zoom_slider = QSlider(Qt.Orientation.Horizontal)
         self.zoom_slider.setRange(32, 256)
         self.zoom_slider.setValue(72)
@@ -59,7 +60,7 @@ class ComparePage(Page):
         self.layout_.addLayout(tools)
         row = QHBoxLayout()
         self.compare = CompareWidget()
-        scroll = QScrollArea()
+        self.scroll = scroll = QScrollArea()
         scroll.setWidget(self.compare)
         scroll.setWidgetResizable(False)
         scroll.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
@@ -69,7 +70,7 @@ class ComparePage(Page):
         sl = QVBoxLayout(scores_box)
         self.score_table = QTableWidget(0, 2)
         self.score_table.setHorizontalHeaderLabels(["Score", "Value"])
-        self.score_table.horizontalHeader().setStretchLastSection(True)
+        self.score_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.score_table.verticalHeader().setVisible(False)
         self.score_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         sl.addWidget(self.score_table)
@@ -82,7 +83,7 @@ class ComparePage(Page):
         ll.addWidget(self.leak_button)
         self.leak_table = QTableWidget(0, 3)
         self.leak_table.setHorizontalHeaderLabels(["Probe", "Recognised", "Leaked"])
-        self.leak_table.horizontalHeader().setStretchLastSection(True)
+        self.leak_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.leak_table.verticalHeader().setVisible(False)
         self.leak_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         ll.addWidget(self.leak_table)
@@ -106,13 +107,28 @@ class ComparePage(Page):
     def _on_outcome(self) -> None:
         out = self.state.outcome
         self.compare.set_grids(out.before if out else None, out.after if out else None)
-        heat = next(iter(self.state.per_cell.values()), None) if self.state.per_cell else None
+        self.fit()
+        keys = sorted(self.state.per_cell, key=lambda k: "lpips" not in k)  # LPIPS first, else any per-cell score
+        heat = self.state.per_cell[keys[0]] if keys else None
         self.compare.set_heat(heat)
         self.heat_check.setEnabled(heat is not None)
         self.leak_button.setEnabled(out is not None)
         self.leak_table.setRowCount(0)
         self.leak_status.setText("")
         self.set_scores(out.scores if out else {})
+
+    def _on_mode_changed(self, _index: int) -> None:
+        self.compare.set_mode(self.mode_combo.currentData())
+        self.fit()
+
+    def fit(self) -> None:
+        """Zoom so that the side-by-side grids fit the visible area (at least 32 px cells)."""
+        vp = self.scroll.viewport().size()
+        if vp.width() > 100 and self.compare.after is not None:
+            self.zoom_slider.setValue(self.compare.fit_zoom(vp.width(), max(vp.height(), 300)))
+
+    def on_enter(self) -> None:
+        self.fit()
 
     def set_scores(self, scores: dict[str, float]) -> None:
         titles = self._metric_titles()
@@ -122,7 +138,6 @@ class ComparePage(Page):
             name.setToolTip(key)
             self.score_table.setItem(i, 0, name)
             self.score_table.setItem(i, 1, QTableWidgetItem(f"{value:.4f}"))
-        self.score_table.resizeColumnsToContents()
 
     def _on_heat_toggled(self, on: bool) -> None:
         self.compare.show_heat = on
@@ -154,10 +169,11 @@ class ComparePage(Page):
         leaks = result.value.get("leaks", [])
         self.leak_table.setRowCount(len(leaks))
         for i, row in enumerate(leaks):
-            self.leak_table.setItem(i, 0, QTableWidgetItem(str(row.get("probe", ""))))
+            probe = QTableWidgetItem(str(row.get("probe", "")))
+            probe.setToolTip(probe.text())
+            self.leak_table.setItem(i, 0, probe)
             self.leak_table.setItem(i, 1, QTableWidgetItem(f"{float(row.get('recognised', 0)):.0%}"))
             self.leak_table.setItem(i, 2, QTableWidgetItem("yes" if row.get("leaked") else "no"))
-        self.leak_table.resizeColumnsToContents()
         n = sum(bool(r.get("leaked")) for r in leaks)
         self.leak_status.setText(f"{n} of {len(leaks)} probes brought the concept back." if leaks else "No leak probes.")
         if result.value.get("scores"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -55,17 +56,24 @@ class ExportPage(Page):
         dest.addWidget(self.dest_edit, 1)
         dest.addWidget(self.browse_button)
         self.export_button = QPushButton("&Export")
+        self.export_button.setToolTip("Write the model, reload it and compare it with the run's after grid.")
         self.export_button.clicked.connect(self.export)
         self.progress_bar = QProgressBar()
         self.result_label = QLabel("")
+        self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.result_label.setWordWrap(True)
         fmt_label = QLabel("&Format:")
         fmt_label.setBuddy(self.format_combo)
         form.addRow(fmt_label, self.format_combo)
         form.addRow("", self.format_help)
         form.addRow(self.rank_label, self.rank_spin)
-        form.addRow("&Destination:", dest)
-        form.addRow("", self.export_button)
+        dest_label = QLabel("&Destination:")
+        dest_label.setBuddy(self.dest_edit)
+        form.addRow(dest_label, dest)
+        export_row = QHBoxLayout()
+        export_row.addWidget(self.export_button)
+        export_row.addStretch(1)
+        form.addRow("", export_row)
         form.addRow("Progress:", self.progress_bar)
         form.addRow("Result:", self.result_label)
         self.layout_.addWidget(box)
@@ -145,8 +153,8 @@ class ExportPage(Page):
             self.verification = dict(result.value or {})
             v = self.verification
             ok = v.get("reloaded", False)
-            self.result_label.setText(("✔ Verified: " if ok else "✘ Not verified: ")
-                                      + "; ".join(f"{k} = {val}" for k, val in v.items()))
+            self.result_label.setText(("✔ Verified" if ok else "✘ Not verified") + "\n"
+                                      + "\n".join(f"{k.replace('_', ' ')}: {val}" for k, val in v.items()))
         else:
             self.result_label.setText(f"Export {result.status}: {result.error or ''}")
 

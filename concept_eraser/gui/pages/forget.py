@@ -141,7 +141,7 @@ class ForgetPage(Page):
                                    "Add example images of what it should forget instead.")
         self.uncond_label.setWordWrap(True)
         self.stack.addWidget(self.uncond_label)
-        bl.addWidget(self.stack)
+        bl.addWidget(self.stack, 1)
         anchor_form = QFormLayout()
         self.anchor_edit = QLineEdit()
         self.anchor_edit.setPlaceholderText("optional, e.g. a generic shape")

@@ -112,8 +112,8 @@ class KeepPage(Page):
         if self.state.backend is not None and s.name:
             demo = next((d for d in self.state.backend.demo_models() if d.name == s.name), None)
         presets = dict((demo.extra or {}).get("retain_presets", {})) if demo else {}
-        if s.conditioning == "class":
-            presets.setdefault("All other classes", [])
+        if s.conditioning == "class" and [] not in presets.values():
+            presets["All other classes"] = []
         elif s.conditioning == "text" and not presets:
             presets = dict(GENERIC_TEXT_PRESETS)
         return presets
@@ -149,6 +149,8 @@ class KeepPage(Page):
         if row in self.rows():
             return
         names = self.state.summary.class_names if self.state.summary else None
+        if names and all(n == str(i) for i, n in enumerate(names)):
+            names = None  # "class 3", not "class 3 (3)"
         item = QListWidgetItem(row.describe(names))
         item.setData(Qt.ItemDataRole.UserRole, row.model_dump())
         if row.prompt is not None:

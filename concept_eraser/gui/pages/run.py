@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from concept_eraser.spec.events import GridReady, JobResult, Log, MetricReady, Preview, Progress, StageStarted
+from concept_eraser.spec.events import (
+    Grid,
+    GridReady,
+    JobResult,
+    Log,
+    MetricReady,
+    Preview,
+    Progress,
+    StageStarted,
+)
 from concept_eraser.spec.jobspec import save_job
 from concept_eraser.spec.runloop import UserError
 
@@ -29,6 +39,13 @@ from .base import Page
 
 STAGE_TITLES = {"sample_before": "Sampling the before grid", "unlearn": "Unlearning", "sample_after": "Sampling the after grid",
                 "metrics": "Scoring", "load": "Loading"}
+
+
+def has_checkpoint(run_dir: str | None) -> bool:
+    """A run folder that can be resumed holds a checkpoint.* (the engine writes checkpoint.pt) at most one level down."""
+    if not run_dir or not Path(run_dir).is_dir():
+        return False
+    return any(Path(run_dir).glob("checkpoint.*")) or any(Path(run_dir).glob("*/checkpoint.*"))
 
 
 def _eta(seconds: float) -> str:
@@ -99,6 +116,7 @@ class RunPage(Page):
         QVBoxLayout(prev_box).addWidget(self.previews)
         self.layout_.addWidget(prev_box)
         self.details = ""
+        self.grids: dict[str, Grid] = {}  # from GridReady, in case the outcome carries no grids
         self.run_dir: str | None = None
         self.resumable = False
         self._t0 = 0.0
@@ -146,6 +164,7 @@ class RunPage(Page):
         self.error_row.setVisible(False)
         self.previews.set_images([], title="")
         self.state.per_cell.clear()
+        self.grids.clear()
         self.log.appendPlainText(f"{'resuming' if resume else 'starting'} run in {run_dir}")
         self._update_buttons()
         return True
@@ -188,6 +207,7 @@ class RunPage(Page):
         elif isinstance(event, Preview):
             self.previews.set_images(event.images, event.captions, f"step {event.step}")
         elif isinstance(event, GridReady):
+            self.grids[event.which] = event.grid
             self.log.appendPlainText(f"{event.which} grid ready ({event.grid.shape[0]}×{event.grid.shape[1]})")
         elif isinstance(event, MetricReady):
             if event.per_cell is not None:
@@ -206,15 +226,19 @@ class RunPage(Page):
             self.progress_bar.setValue(1)
             self.stage_label.setText(f"Finished in {_eta(result.value.seconds)}.")
             self.eta_label.setText("")
-            self.state.add_recent_run(self.run_dir or result.value.run_dir)
-            self.state.set_outcome(result.value, self.run_dir or result.value.run_dir)
+            outcome = result.value
+            if outcome.before is None or outcome.after is None:
+                outcome = replace(outcome, before=outcome.before or self.grids.get("before"),
+                                  after=outcome.after or self.grids.get("after"))
+            self.state.add_recent_run(self.run_dir or outcome.run_dir)
+            self.state.set_outcome(outcome, self.run_dir or outcome.run_dir)
         elif result.status == "cancelled":
-            self.resumable = bool(self.run_dir and (Path(self.run_dir) / "checkpoint.json").exists())
+            self.resumable = has_checkpoint(self.run_dir)
             self.stage_label.setText("Cancelled; the loaded model is unchanged."
                                      + (" Resume continues from the last checkpoint." if self.resumable else ""))
             self.log.appendPlainText("cancelled")
         else:
-            self.resumable = bool(self.run_dir and (Path(self.run_dir) / "checkpoint.json").exists())
+            self.resumable = has_checkpoint(self.run_dir)
             self._show_error(result.error or "failed", result.details or "")
             self.stage_label.setText("Failed.")
         self._update_buttons()

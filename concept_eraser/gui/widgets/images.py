@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QPoint, QRect, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap
+from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap, QPolygon
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from concept_eraser.spec.events import Grid
@@ -94,8 +94,23 @@ class CompareWidget(QWidget):
             for r in range(rows):
                 for c in range(cols):
                     self._pix[("diff", r, c)] = to_pixmap(diff[r, c])
+        self._relayout()
+
+    def _relayout(self) -> None:
         self.updateGeometry()
+        self.resize(self.sizeHint())  # inside a non-resizing QScrollArea the size follows the content
         self.update()
+
+    def fit_zoom(self, width: int, height: int) -> int:
+        """The largest cell size (32..256 px) at which the current view fits width x height."""
+        g = self._grid()
+        if g is None:
+            return self.zoom
+        rows, cols = g.shape
+        panels = len(self._panels())
+        avail_w = (width - self._label_width() - 16 * panels - 8) / (panels * cols) - 4
+        avail_h = (height - self.fontMetrics().height() * 2 - 16) / rows - 4
+        return int(min(max(min(avail_w, avail_h), 32), 256))
 
     def set_heat(self, per_cell: np.ndarray | None) -> None:
         self.heat = None if per_cell is None else np.asarray(per_cell, dtype=np.float32)
@@ -105,13 +120,11 @@ class CompareWidget(QWidget):
         if mode not in MODES:
             raise ValueError(f"unknown compare mode {mode!r}")
         self.mode = mode
-        self.updateGeometry()
-        self.update()
+        self._relayout()
 
     def set_zoom(self, px: int) -> None:
         self.zoom = int(px)
-        self.updateGeometry()
-        self.update()
+        self._relayout()
 
     def toggle_cell(self, r: int, c: int) -> None:
         self.flipped ^= {(r, c)}
@@ -240,10 +253,11 @@ class CompareWidget(QWidget):
             if r < self.heat.shape[0] and c < self.heat.shape[1]:
                 v = float(self.heat[r, c])
                 red, green, blue = heat_colour(v)
-                p.fillRect(rect, QColor(red, green, blue, 90))
-                p.setPen(QColor(255, 255, 255))
-                p.drawText(rect.adjusted(2, 2, -2, -2), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom,
-                           f"{v:.2f}")
+                p.fillRect(rect, QColor(red, green, blue, int(40 + 150 * min(max(v, 0.0), 1.0))))
+                if self.zoom >= 56:  # the value as text only where it fits
+                    p.setPen(QColor(255, 255, 255))
+                    p.drawText(rect.adjusted(2, 2, -2, -2), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom,
+                               f"{v:.2f}")
 
 
 class LossPlotWidget(QWidget):
@@ -305,7 +319,5 @@ class LossPlotWidget(QWidget):
                    f"{self.label} {ys[-1]:.4f}")
         p.setPen(QPen(QColor(38, 110, 210), 2))
         stride = max(1, len(self.points) // max(area.width(), 1))
-        pts = [at(s, v) for s, v in self.points[::stride]]
-        for a, b in zip(pts, pts[1:], strict=False):
-            p.drawLine(a, b)
+        p.drawPolyline(QPolygon([at(s, v) for s, v in self.points[::stride]]))
         p.end()
