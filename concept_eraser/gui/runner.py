@@ -46,9 +46,12 @@ class _JobThread(QThread):
         with self.lock:
             self.queue.extend(items)
             if self.wake_pending:
-                return
-            self.wake_pending = True
-        self.wake.emit()
+                wake = False
+            else:
+                self.wake_pending = wake = True
+        if wake:
+            self.wake.emit()
+        time.sleep(0)  # hand the GIL to the GUI thread between events
 
     def run(self) -> None:  # worker thread
         try:
