@@ -192,6 +192,8 @@ class FakeBackend:
                       extra={"retain_presets": {
                           "Other shapes": ["a red square", "a blue triangle", "a green circle"],
                           "Other colours": ["a yellow circle", "a purple square", "an orange triangle"]}}),
+            DemoModel("digits-judge", "Digits judge", "judge", "fake://digits-judge", True,  # type: ignore[arg-type]
+                      "The classifier that scores the digits demo (the real catalog lists judges too)."),
         ]
 
     def methods(self) -> list[MethodCard]:

@@ -45,6 +45,20 @@ class AppState(QObject):
         self.build_spec: Callable[[], Any] = lambda: None  # the main window sets: the validated JobSpec
         self.concept_rows: Callable[[], list[dict[str, Any]]] = list  # the Forget page's concepts as grid rows
 
+    def offer(self, name: str, *args: Any, default: Any = None) -> Any:
+        """Call a descriptor of the backend (demo_models, methods, metrics, export_formats) on the GUI thread.
+
+        A backend that does not implement it yet answers `default` (the page then says so) instead of raising
+        inside a Qt slot.
+        """
+        fn = getattr(self.backend, name, None)
+        if fn is None:
+            return default
+        try:
+            return fn(*args)
+        except NotImplementedError:
+            return default
+
     def set_backend(self, backend: Any) -> None:
         self.backend = backend
         self.backend_ready.emit()

@@ -165,3 +165,56 @@ def test_qimage_keeps_its_buffer():
     img = to_qimage(a[:, :, :])
     del a
     assert isinstance(img, QImage) and img.width() == 5 and img.pixelColor(2, 1).red() == 255
+
+
+def test_keep_page_keeps_job_file_seeds_and_sampling_fields(qtbot, window):
+    from concept_eraser.spec.jobspec import JobSpec
+
+    load_demo(qtbot, window, "digits")
+    window.pages[1].set_class_checked(3)
+    keep = window.pages[2]
+    spec = JobSpec.model_validate({"model": {"path": "digits"}, "concepts": [{"label": 3}], "retain": [{"label": 1}],
+                                   "sampling": {"rows": [{"label": 3}, {"label": 1}], "seeds": [4, 17, 42],
+                                                "batch_size": 8, "negative_prompt": "", "height": 32, "width": 32}})
+    keep.apply_spec(spec)
+    part = keep.spec_part()["sampling"]
+    assert part["seeds"] == [4, 17, 42] and part["batch_size"] == 8 and part["height"] == 32
+    assert "seeds 4, 17, 42 from the job file" in keep.size_label.text()
+    keep.seed_count.setValue(2)  # the user takes over
+    assert keep.spec_part()["sampling"]["seeds"] == [4, 5]
+
+
+def test_pages_tell_when_the_engine_lacks_descriptors(qtbot, window):
+    class PartialBackend:  # e.g. the real engine before methods() lands
+        def demo_models(self):
+            return FakeBackend().demo_models()
+
+    window.state.set_backend(PartialBackend())
+    assert window.pages[3].description.text() == "The engine offers no unlearning methods yet."
+    assert window.pages[0].demo_list.count() == 2  # judges are not offered as models
+
+
+def test_drop_images_and_model_files(qtbot, window, tmp_path):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    load_demo(qtbot, window, "shapes")
+    forget = window.pages[1]
+    good = tmp_path / "a.png"
+    to_qimage(np.zeros((8, 8, 3), np.uint8)).save(str(good))
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(good)), QUrl.fromLocalFile(str(tmp_path / "b.txt"))])
+    event = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    forget.image_list.dropEvent(event)
+    assert forget.image_list.paths() == [str(good)]
+    assert "b.txt" in forget.bad_label.text()
+    model = window.pages[0]
+    weights = tmp_path / "m.safetensors"
+    weights.write_bytes(b"1234")
+    mime2 = QMimeData()
+    mime2.setUrls([QUrl.fromLocalFile(str(weights))])
+    with qtbot.waitSignal(window.runner.done, timeout=5000):
+        model.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime2, Qt.MouseButton.LeftButton,
+                                   Qt.KeyboardModifier.NoModifier))
+    assert window.state.summary.single_file and window.state.source.path == str(weights)

@@ -100,9 +100,7 @@ class ComparePage(Page):
         self._on_outcome()
 
     def _metric_titles(self) -> dict[str, str]:
-        if self.state.backend is None:
-            return {}
-        return {m.key: m.title for m in self.state.backend.metrics()}
+        return {m.key: m.title for m in self.state.offer("metrics", default=[])}
 
     def _on_outcome(self) -> None:
         out = self.state.outcome

@@ -89,7 +89,7 @@ class ExportPage(Page):
     def _fill(self) -> None:
         self.format_combo.clear()
         s = self.state.summary
-        self.formats = self.state.backend.export_formats(s) if (self.state.backend and s) else []
+        self.formats = self.state.offer("export_formats", s, default=[]) if s else []
         for f in self.formats:
             self.format_combo.addItem(f.title, f.key)
         self.export_button.setEnabled(self.state.outcome is not None)

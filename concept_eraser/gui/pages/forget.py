@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QIcon, QImageReader, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -34,7 +34,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 class ImageListWidget(QListWidget):
-    """Thumbnails of example images; accepts dropped files; names the files it could not read."""
+    """Thumbnails of example images; dropped files arrive as `files_dropped` (the page adds them and names bad ones)."""
+
+    files_dropped = Signal(list)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -86,9 +88,8 @@ class ImageListWidget(QListWidget):
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
-        self.add_paths(paths)
         event.acceptProposedAction()
-        self.model().layoutChanged.emit()
+        self.files_dropped.emit(paths)
 
     def keyPressEvent(self, event) -> None:  # noqa: N802
         if event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
@@ -161,6 +162,7 @@ class ForgetPage(Page):
         images = QGroupBox("Example images (optional)")
         il = QVBoxLayout(images)
         self.image_list = ImageListWidget()
+        self.image_list.files_dropped.connect(self.add_images)
         self.image_list.model().rowsInserted.connect(lambda *_: self.changed.emit())
         self.image_list.model().rowsRemoved.connect(lambda *_: self.changed.emit())
         il.addWidget(self.image_list)

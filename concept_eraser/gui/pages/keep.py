@@ -97,6 +97,10 @@ class KeepPage(Page):
         form.addRow("Grid:", self.size_label)
         for w in (self.first_seed, self.seed_count, self.steps):
             w.valueChanged.connect(lambda _v: self.changed.emit())
+        for w in (self.first_seed, self.seed_count):
+            w.valueChanged.connect(self._drop_custom_seeds)
+        self.custom_seeds: list[int] | None = None  # seeds from a job file that are not first, first+1, ...
+        self.sampling_extra: dict[str, Any] = {}  # job-file sampling fields this page has no editor for, kept as read
         self.guidance.valueChanged.connect(lambda _v: self.changed.emit())
         row.addWidget(grid_box, 2)
         self.layout_.addLayout(row, 1)
@@ -109,8 +113,8 @@ class KeepPage(Page):
         if s is None:
             return {}
         demo = None
-        if self.state.backend is not None and s.name:
-            demo = next((d for d in self.state.backend.demo_models() if d.name == s.name), None)
+        if s.name:
+            demo = next((d for d in self.state.offer("demo_models", default=[]) if d.name == s.name), None)
         presets = dict((demo.extra or {}).get("retain_presets", {})) if demo else {}
         if s.conditioning == "class" and [] not in presets.values():
             presets["All other classes"] = []
@@ -120,6 +124,7 @@ class KeepPage(Page):
 
     def _on_model_changed(self) -> None:
         s = self.state.summary
+        self.custom_seeds, self.sampling_extra = None, {}
         self.retain_list.clear()
         self.preset_combo.clear()
         if s is None:
@@ -194,13 +199,20 @@ class KeepPage(Page):
             out.append(SampleRow(**data))
         return out
 
+    def _drop_custom_seeds(self, _value: int = 0) -> None:
+        if not getattr(self, "_applying", False):
+            self.custom_seeds = None
+
     def seeds(self) -> list[int]:
+        if self.custom_seeds:
+            return list(self.custom_seeds)
         return list(range(self.first_seed.value(), self.first_seed.value() + self.seed_count.value()))
 
     def _update_size(self) -> None:
         n_rows = len(self.state.concept_rows()) + len(self.rows())
-        self.size_label.setText(f"{n_rows} rows × {self.seed_count.value()} seeds = {n_rows * self.seed_count.value()} "
-                                "images, before and after")
+        n_seeds = len(self.seeds())
+        custom = f" (seeds {', '.join(map(str, self.custom_seeds))} from the job file)" if self.custom_seeds else ""
+        self.size_label.setText(f"{n_rows} rows × {n_seeds} seeds = {n_rows * n_seeds} images, before and after{custom}")
 
     # wizard ----------------------------------------------------------------------------------------------
     def problem(self) -> str:
@@ -215,7 +227,7 @@ class KeepPage(Page):
             rows = [{}]  # unconditional model: one unconditional row
         return {"retain": [r.model_dump(exclude_none=True) for r in self.rows()],
                 "sampling": {"rows": rows, "seeds": self.seeds(), "scheduler": self.scheduler.currentText(),
-                             "steps": self.steps.value(), "guidance": self.guidance.value()}}
+                             "steps": self.steps.value(), "guidance": self.guidance.value(), **self.sampling_extra}}
 
     def apply_spec(self, spec: JobSpec) -> None:
         self.retain_list.clear()
@@ -223,9 +235,15 @@ class KeepPage(Page):
             self.add_row(row)
         if spec.sampling is not None:
             seeds = spec.sampling.seeds
+            self._applying = True
             self.first_seed.setValue(seeds[0])
-            self.seed_count.setValue(len(seeds))
+            self.seed_count.setValue(min(len(seeds), self.seed_count.maximum()))
+            self._applying = False
+            consecutive = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+            self.custom_seeds = None if consecutive and len(seeds) <= self.seed_count.maximum() else list(seeds)
             self.steps.setValue(spec.sampling.steps)
             if spec.sampling.guidance is not None:
                 self.guidance.setValue(spec.sampling.guidance)
             self.scheduler.setCurrentText(spec.sampling.scheduler)
+            self.sampling_extra = spec.sampling.model_dump(include={"height", "width", "negative_prompt", "batch_size"})
+            self._update_size()

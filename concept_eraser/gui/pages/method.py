@@ -73,7 +73,7 @@ class MethodPage(Page):
         self.cards.clear()
         kind = self.state.summary.kind if self.state.summary else None
         first = None
-        for card in (self.state.backend.methods() if self.state.backend else []):
+        for card in self.state.offer("methods", default=[]):
             self.cards[card.info.key] = card
             fits = kind is not None and card.fits(kind)
             item = QListWidgetItem(card.info.title + ("" if fits else "  (does not fit)"))
@@ -90,7 +90,10 @@ class MethodPage(Page):
             self.method_list.setCurrentItem(first)
         else:
             self.form.clear()
-            self.description.setText("No method fits this model." if kind else "Load a model first.")
+            if not self.cards and self.state.backend is not None:
+                self.description.setText("The engine offers no unlearning methods yet.")
+            else:
+                self.description.setText("No method fits this model." if kind else "Load a model first.")
         self.changed.emit()
 
     def current_card(self) -> MethodCard | None:

@@ -27,6 +27,7 @@ from ..state import AppState
 from .base import Page
 
 MODEL_SUFFIXES = (".safetensors", ".ckpt")
+MODEL_KINDS = ("ddpm", "ddpm-cond", "sd", "sdxl")
 
 
 def _human(n: int) -> str:
@@ -52,6 +53,11 @@ class ModelPage(Page):
         self.demo_list.itemActivated.connect(self._on_demo_activated)
         self.demo_list.itemClicked.connect(self._on_demo_activated)
         lv.addRow(self.demo_list)
+        self.demo_help = QLabel("")
+        self.demo_help.setWordWrap(True)
+        lv.addRow(self.demo_help)
+        self.demo_list.currentItemChanged.connect(
+            lambda item, _prev: self.demo_help.setText(item.toolTip() if item is not None else ""))
         buttons = QHBoxLayout()
         self.open_folder_button = QPushButton("Open &folder…")
         self.open_folder_button.setToolTip("A diffusers model folder (with model_index.json or a UNet config).")
@@ -105,7 +111,9 @@ class ModelPage(Page):
 
     def _on_backend_ready(self) -> None:
         self.demo_list.clear()
-        for demo in self.state.backend.demo_models():
+        for demo in self.state.offer("demo_models", default=[]):
+            if demo.kind not in MODEL_KINDS:  # the catalog also lists judges
+                continue
             item = QListWidgetItem(f"{demo.title}  ({demo.kind})" + ("" if demo.available else " — not built"))
             item.setData(Qt.ItemDataRole.UserRole, demo.name)
             item.setToolTip(demo.description + ("" if demo.available else "\nBuild it first: concept-eraser demo build"))
