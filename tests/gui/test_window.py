@@ -186,3 +186,22 @@ def test_bad_job_file_is_named(qtbot, window, tmp_path):
     bad.write_text("{not json")
     assert window.open_job(bad) is None
     assert "broken.json is not valid JSON" in window.last_message
+
+
+def test_settings_dialog_and_recent_runs_menu(qtbot, window, tmp_path):
+    from concept_eraser.gui.main_window import SettingsDialog
+
+    dialog = SettingsDialog(window.state, window)
+    qtbot.addWidget(dialog)
+    dialog.preview_spin.setValue(7)
+    dialog.accept()
+    assert window.state.new_context().preview_every == 7
+    fill_digits(qtbot, window, steps=12)
+    run_to_end(qtbot, window)
+    window._fill_recent()
+    actions = window.recent_menu.actions()
+    assert [a.text() for a in actions] == [window.pages[4].run_dir]
+    load_demo(qtbot, window, "shapes")
+    actions[0].trigger()  # reopens that run's job file: model, concepts, method, settings
+    qtbot.waitUntil(lambda: window.state.summary is not None and window.state.summary.name == "digits", timeout=5000)
+    assert window.pages[1].checked_classes() == [3] and window.pages[3].form.values()["steps"] == 12
