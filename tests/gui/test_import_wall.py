@@ -18,3 +18,20 @@ def test_gui_import_in_fresh_process_does_not_import_torch():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_many_void_qt_calls_do_not_kill_the_process():
+    """PySide6 6.12 on Python 3.11 drops a reference to None per void call; the gui package compensates."""
+    code = (
+        "import os\n"
+        "os.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
+        "import concept_eraser.gui\n"
+        "from PySide6.QtWidgets import QApplication, QLabel\n"
+        "app = QApplication([])\n"
+        "label = QLabel()\n"
+        "for i in range(50_000):\n"
+        "    label.setText('x')\n"
+        "print('alive')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "alive" in proc.stdout, proc.stderr[-2000:]
