@@ -39,6 +39,7 @@ def main() -> int:
     parser.add_argument("--out", default="docs/screenshots")
     parser.add_argument("--backend", choices=("fake", "real"), default=os.environ.get("SCREENSHOT_BACKEND", "fake"))
     parser.add_argument("--demo", default="digits")
+    parser.add_argument("--text-demo", default="shapes", help="also shoot Forget/Keep for this text model ('' skips)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,6 +126,31 @@ def main() -> int:
     export.export()
     wait(app, lambda: not window.runner.busy, what="the export")
     shot("7-export")
+
+    if args.text_demo:  # the text-conditioned demo's Forget and Keep steps (concept texts, example images, presets)
+        window.go(0)
+        for i in range(model.demo_list.count()):
+            item = model.demo_list.item(i)
+            if item.data(0x0100) == args.text_demo:
+                model.demo_list.setCurrentItem(item)
+                model._on_demo_activated(item)
+        wait(app, lambda: state.summary is not None and state.summary.name == args.text_demo, what="the text model")
+        window.go(1)
+        forget.add_concept("circle")
+        forget.anchor_edit.setText("a shape")
+        examples = scratch / "examples"
+        examples.mkdir()
+        from concept_eraser.gui.fake_backend import _rng, _shape
+        from concept_eraser.gui.images import to_qimage
+
+        for i, colour in enumerate(("red", "blue", "green")):
+            to_qimage(_shape(f"a {colour} circle", 64, _rng(i))).save(str(examples / f"{colour}-circle.png"))
+        (examples / "notes.txt").write_text("not an image")
+        forget.add_images(sorted(examples.iterdir()))
+        shot("2b-forget-text")
+        window.go(2)
+        keep.apply_preset(keep.preset_combo.itemText(0))
+        shot("3b-keep-text")
     window.close()
     return 0
 
