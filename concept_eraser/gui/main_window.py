@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, Qt
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -104,6 +104,17 @@ class MainWindow(QMainWindow):
         self.next_button.setShortcut(QKeySequence("Alt+Right"))
         self.next_button.setDefault(True)
         self.next_button.clicked.connect(lambda: self.go(self.stack.currentIndex() + 1))
+        self.error_label = QLabel("")
+        self.error_label.setStyleSheet("color: #b00020")
+        self.error_label.setWordWrap(True)
+        self.copy_details_button = QPushButton("Copy &details")
+        self.copy_details_button.setToolTip("Copy the failed job's full traceback to the clipboard.")
+        self.copy_details_button.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.error_details))
+        self.error_details = ""
+        self.error_label.setVisible(False)
+        self.copy_details_button.setVisible(False)
+        nav.addWidget(self.error_label, 2)
+        nav.addWidget(self.copy_details_button)
         nav.addWidget(self.problem_label, 1)
         nav.addWidget(self.back_button)
         nav.addWidget(self.next_button)
@@ -172,6 +183,11 @@ class MainWindow(QMainWindow):
         self.runner.start("backend", job)
 
     def _on_job_done(self, name: str, result: JobResult) -> None:
+        failed = result.status == "failed" and name != "unlearn"  # the Run page shows its own error row
+        self.error_details = (result.details or result.error or "") if failed else ""
+        self.error_label.setText(f"{name} failed: {result.error}" if failed else "")
+        self.error_label.setVisible(failed)
+        self.copy_details_button.setVisible(failed and bool(result.details))
         if name == "backend":
             if result.ok:
                 self.status_label.setText("Ready" + (f" ({self.backend_label})" if self.backend_label else "") + ".")
@@ -251,6 +267,7 @@ class MainWindow(QMainWindow):
             self.show_message(str(exc))
             return None
         self._pending_spec = spec
+        self.pages[4].offer_resume(str(Path(path).parent))  # a run folder with a checkpoint can be resumed
         self.pages[0].apply_spec(spec)  # loads the model; the rest follows in _on_model_changed
         self.show_message(f"Opened {Path(path).name}; loading {spec.model.path}…")
         return spec

@@ -205,3 +205,33 @@ def test_settings_dialog_and_recent_runs_menu(qtbot, window, tmp_path):
     actions[0].trigger()  # reopens that run's job file: model, concepts, method, settings
     qtbot.waitUntil(lambda: window.state.summary is not None and window.state.summary.name == "digits", timeout=5000)
     assert window.pages[1].checked_classes() == [3] and window.pages[3].form.values()["steps"] == 12
+
+
+def test_interrupted_run_resumes_after_reopening_its_job_file(qtbot, tmp_path):
+    first = make_window(qtbot, step_delay=0.01)
+    fill_digits(qtbot, first, steps=400)
+    run = first.pages[4]
+    first.go(4)
+    run.start()
+    qtbot.waitUntil(lambda: len(run.loss_plot.points) >= 15, timeout=10000)
+    with qtbot.waitSignal(first.runner.done, timeout=5000):
+        run.cancel()
+    run_dir = run.run_dir
+    first.close()
+    second = make_window(qtbot)  # a later session
+    second.open_job(Path(run_dir) / "job.json")
+    qtbot.waitUntil(lambda: second.state.summary is not None, timeout=5000)
+    again = second.pages[4]
+    assert again.resumable and again.run_dir == run_dir and again.resume_button.isEnabled()
+
+
+def test_failed_load_shows_error_with_details(qtbot, window, tmp_path):
+    from concept_eraser.spec.jobspec import ModelSource
+
+    with qtbot.waitSignal(window.runner.done, timeout=5000):
+        window.pages[0].load(ModelSource(path=str(tmp_path / "nope")))
+    assert window.error_label.isVisibleTo(window) and "model not found" in window.error_label.text()
+    window.copy_details_button.click()
+    assert "Traceback" in QGuiApplication.clipboard().text()
+    load_demo(qtbot, window, "digits")
+    assert not window.error_label.isVisibleTo(window)

@@ -169,6 +169,10 @@ class RunPage(Page):
         self._update_buttons()
         return True
 
+    def offer_resume(self, run_dir: str) -> None:
+        """Make an interrupted run (e.g. reopened from Recent runs) resumable, once its model is loaded."""
+        self._resume_candidate = run_dir if has_checkpoint(run_dir) else None
+
     def resume(self) -> bool:
         return self.start(resume=True)
 
@@ -252,7 +256,8 @@ class RunPage(Page):
         self.log.appendPlainText(f"error: {error}")
 
     def _reset(self) -> None:
-        self.run_dir, self.resumable = None, False
+        candidate, self._resume_candidate = getattr(self, "_resume_candidate", None), None
+        self.run_dir, self.resumable = candidate, candidate is not None
         self.loss_plot.clear()
         self.previews.set_images([])
         self.progress_bar.setValue(0)
