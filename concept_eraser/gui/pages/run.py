@@ -156,10 +156,12 @@ class RunPage(Page):
             run_dir = str(self.state.runs_dir() / f"{stamp}-{spec.method}")
         ctx = self.state.new_context()
         job = self.state.backend.unlearn(spec, ctx, run_dir, resume=resume)
+        if self.state.runner.busy:
+            return self.state.runner.start("unlearn", job, ctx.cancel)  # refused, with the runner's message
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        save_job(spec, Path(run_dir) / "job.json")  # before the job runs: the folder always says what it holds
         if not self.state.runner.start("unlearn", job, ctx.cancel):
             return False
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        save_job(spec, Path(run_dir) / "job.json")
         self.run_dir = run_dir
         self.error_row.setVisible(False)
         self.previews.set_images([], title="")
