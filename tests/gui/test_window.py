@@ -75,6 +75,11 @@ def test_full_run_compare_leak_test_and_export(qtbot, window, tmp_path):
     assert (0, 1) in compare.compare.flipped
     compare.zoom_slider.setValue(128)
     assert compare.compare.sizeHint().width() > 3 * 128
+    from PySide6.QtCore import Qt
+    qtbot.keyClick(compare.compare, Qt.Key.Key_Minus, Qt.KeyboardModifier.ControlModifier)
+    assert compare.zoom_slider.value() == 120 and compare.compare.zoom == 120
+    qtbot.keyClick(compare.compare, Qt.Key.Key_T)
+    assert len(compare.compare.flipped) == 3 * 3 - 1  # all flipped, except the one flipped before
     with qtbot.waitSignal(window.runner.done, timeout=5000):
         assert compare.run_leak_test()
     assert compare.leak_table.rowCount() == 3 and "probes" in compare.leak_status.text()

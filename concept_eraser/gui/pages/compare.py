@@ -60,6 +60,7 @@ class ComparePage(Page):
         self.layout_.addLayout(tools)
         row = QHBoxLayout()
         self.compare = CompareWidget()
+        self.compare.zoom_requested.connect(self.zoom_slider.setValue)
         self.scroll = scroll = QScrollArea()
         scroll.setWidget(self.compare)
         scroll.setWidgetResizable(False)

@@ -59,6 +59,7 @@ class CompareWidget(QWidget):
     """
 
     cell_toggled = Signal(int, int)
+    zoom_requested = Signal(int)  # Ctrl+wheel / Ctrl+plus/minus: the page moves its zoom slider
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -73,7 +74,9 @@ class CompareWidget(QWidget):
         self._pix: dict[tuple[str, int, int], QPixmap] = {}
         self.setMouseTracking(False)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-        self.setToolTip("Click a cell to flip it between before and after (toggle mode); drag to move the slider.")
+        self.setToolTip("Click a cell to flip it between before and after (T flips all); drag to move the slider; "
+                        "Ctrl+wheel or Ctrl+plus/minus zooms.")
+        self.setAccessibleName("Before and after grids")
 
     # state -------------------------------------------------------------------------------------------
     def set_grids(self, before: Grid | None, after: Grid | None) -> None:
@@ -184,6 +187,27 @@ class CompareWidget(QWidget):
             self._drag(event)
         else:
             self.toggle_cell(r, c)
+
+    def wheelEvent(self, event) -> None:  # noqa: N802
+        if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            step = 8 if event.angleDelta().y() > 0 else -8
+            self.zoom_requested.emit(int(min(max(self.zoom + step, 32), 256)))
+            event.accept()
+        else:
+            super().wheelEvent(event)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        """T flips every cell (before <-> after); Ctrl+plus/minus zoom."""
+        key, ctrl = event.key(), bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        g = self._grid()
+        if key == Qt.Key.Key_T and g is not None:
+            rows, cols = g.shape
+            self.flipped = {(r, c) for r in range(rows) for c in range(cols)} - self.flipped
+            self.update()
+        elif ctrl and key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal, Qt.Key.Key_Minus):
+            self.zoom_requested.emit(int(min(max(self.zoom + (8 if key != Qt.Key.Key_Minus else -8), 32), 256)))
+        else:
+            super().keyPressEvent(event)
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         if self.mode == "slider":
