@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QImage, QValidator
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
 from concept_eraser.gui.fake_backend import FakeBackend
@@ -123,7 +123,7 @@ def test_method_page_offers_fitting_methods_with_a_generated_form(qtbot, window)
     assert isinstance(form.editors["negative_guidance"], QDoubleSpinBox)
     assert isinstance(form.editors["train_method"], QComboBox) and form.editors["train_method"].count() == 3
     assert isinstance(form.editors["use_ema"], QCheckBox)
-    assert form.editors["steps"].toolTip() == "Optimizer steps."
+    assert form.editors["steps"].toolTip() == "Optimizer steps.\nAllowed: 1 to 5000"
     assert form.advanced.rowCount() == 2 and form.basic.rowCount() == 4
     assert not form.advanced_box.isVisibleTo(form)
     form.advanced_button.click()
@@ -218,3 +218,20 @@ def test_drop_images_and_model_files(qtbot, window, tmp_path):
         model.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime2, Qt.MouseButton.LeftButton,
                                    Qt.KeyboardModifier.NoModifier))
     assert window.state.summary.single_file and window.state.source.path == str(weights)
+
+
+def test_scientific_spin_box_accepts_typed_exponents_and_steps_by_factors(qtbot):
+    spin = ScientificSpinBox()
+    qtbot.addWidget(spin)
+    spin.setRange(1e-12, 0.01)
+    spin.setValue(1e-5)
+    assert spin.text() == "1e-05"
+    spin.lineEdit().selectAll()
+    qtbot.keyClicks(spin.lineEdit(), "3e-4")
+    spin.interpretText()
+    assert spin.value() == 3e-4
+    spin.stepBy(1)
+    assert spin.value() == 6e-4
+    spin.lineEdit().selectAll()
+    qtbot.keyClicks(spin.lineEdit(), "0.5")  # above the maximum: not taken
+    assert spin.validate("0.5", 0)[0] != QValidator.State.Acceptable

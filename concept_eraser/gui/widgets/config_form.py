@@ -46,10 +46,11 @@ class ScientificSpinBox(QDoubleSpinBox):
 
     def validate(self, text: str, pos: int):
         try:
-            float(text)
-            return QValidator.State.Acceptable, text, pos
+            value = float(text)
         except ValueError:
             return QValidator.State.Intermediate, text, pos
+        inside = self.minimum() <= value <= self.maximum()  # out of range is not taken (nor silently clamped)
+        return (QValidator.State.Acceptable if inside else QValidator.State.Intermediate), text, pos
 
     def stepBy(self, steps: int) -> None:  # noqa: N802 - multiplicative steps suit log-scale values
         v = self.value()
@@ -124,6 +125,10 @@ class ConfigFormWidget(QWidget):
             editor, kind = self._editor(prop)
             editor.setObjectName(f"field_{name}")
             tip = prop.get("description", "")
+            if kind in ("integer", "number"):
+                lo, hi = editor.minimum(), editor.maximum()
+                if abs(lo) < 1e11 or abs(hi) < 1e11:
+                    tip += f"\nAllowed: {lo:.6g} to {hi:.6g}" if kind == "number" else f"\nAllowed: {lo} to {hi}"
             editor.setToolTip(tip)
             editor.setAccessibleName(prop.get("title", name))
             self.editors[name] = editor
