@@ -35,6 +35,8 @@ from .pages.base import Page
 from .runner import JobRunner
 from .state import AppState, make_settings
 
+STARTED_MESSAGES = {"load": "Loading the model…", "unlearn": "Running the method…",
+                    "evaluate": "Running the leak test…", "export": "Exporting…"}
 DONE_MESSAGES = {"load": "Model loaded.", "unlearn": "Run finished: compare the grids.",
                  "evaluate": "Leak test finished.", "export": "Export written and verified."}
 
@@ -127,7 +129,7 @@ class MainWindow(QMainWindow):
 
         self.runner.done.connect(self._on_job_done)
         self.runner.refused.connect(self.show_message)
-        self.runner.started.connect(lambda name: self._update_nav())
+        self.runner.started.connect(self._on_job_started)
         self.state.model_changed.connect(self._on_model_changed)
         self.state.outcome_changed.connect(self._update_nav)
         self.state.backend_ready.connect(self._update_nav)
@@ -181,6 +183,11 @@ class MainWindow(QMainWindow):
         """Run the warm-up job (it imports torch on the worker thread and returns the backend)."""
         self.status_label.setText("Loading PyTorch in the background…")
         self.runner.start("backend", job)
+
+    def _on_job_started(self, name: str) -> None:
+        if name != "backend":
+            self.status_label.setText(STARTED_MESSAGES.get(name, f"Running {name}…"))
+        self._update_nav()
 
     def _on_job_done(self, name: str, result: JobResult) -> None:
         failed = result.status == "failed" and name != "unlearn"  # the Run page shows its own error row

@@ -59,7 +59,7 @@ def test_full_run_compare_leak_test_and_export(qtbot, window, tmp_path):
     run = window.pages[4]
     assert run.progress_bar.value() == run.progress_bar.maximum()
     assert len(run.loss_plot.points) == 25
-    assert run.previews.pixmaps and run.previews.title.startswith("step")
+    assert run.first_previews.title == "start (step 0)" and run.previews.title == "latest (step 25)"
     out = window.state.outcome
     assert (Path(out.run_dir) / "job.json").is_file()
     assert load_job(Path(out.run_dir) / "job.json") == spec

@@ -112,8 +112,11 @@ class RunPage(Page):
         middle.addWidget(log_box, 2)
         self.layout_.addLayout(middle, 1)
         prev_box = QGroupBox("Live previews (forgotten concept, fixed seeds)")
-        self.previews = ImageStripWidget(96)
-        QVBoxLayout(prev_box).addWidget(self.previews)
+        prev_row = QHBoxLayout(prev_box)
+        self.first_previews = ImageStripWidget(96)  # step 0: what the concept looked like
+        self.previews = ImageStripWidget(96)  # the latest
+        prev_row.addWidget(self.first_previews)
+        prev_row.addWidget(self.previews)
         self.layout_.addWidget(prev_box)
         self.details = ""
         self.grids: dict[str, Grid] = {}  # from GridReady, in case the outcome carries no grids
@@ -165,6 +168,7 @@ class RunPage(Page):
         self.run_dir = run_dir
         self.error_row.setVisible(False)
         self.previews.set_images([], title="")
+        self.first_previews.set_images([], title="")
         self.state.per_cell.clear()
         self.grids.clear()
         self.log.appendPlainText(f"{'resuming' if resume else 'starting'} run in {run_dir}")
@@ -211,7 +215,10 @@ class RunPage(Page):
                     rate = (time.monotonic() - self._t0) / done
                     self.eta_label.setText(f"step {event.step}/{event.total} · ETA {_eta(rate * (event.total - event.step))}")
         elif isinstance(event, Preview):
-            self.previews.set_images(event.images, event.captions, f"step {event.step}")
+            if not self.first_previews.pixmaps:
+                self.first_previews.set_images(event.images, event.captions, f"start (step {event.step})")
+            else:
+                self.previews.set_images(event.images, event.captions, f"latest (step {event.step})")
         elif isinstance(event, GridReady):
             self.grids[event.which] = event.grid
             self.log.appendPlainText(f"{event.which} grid ready ({event.grid.shape[0]}×{event.grid.shape[1]})")
@@ -262,6 +269,7 @@ class RunPage(Page):
         self.run_dir, self.resumable = candidate, candidate is not None
         self.loss_plot.clear()
         self.previews.set_images([])
+        self.first_previews.set_images([])
         self.progress_bar.setValue(0)
         self.stage_label.setText("Not started.")
         self.eta_label.setText("")
