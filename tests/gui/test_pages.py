@@ -235,3 +235,14 @@ def test_scientific_spin_box_accepts_typed_exponents_and_steps_by_factors(qtbot)
     spin.lineEdit().selectAll()
     qtbot.keyClicks(spin.lineEdit(), "0.5")  # above the maximum: not taken
     assert spin.validate("0.5", 0)[0] != QValidator.State.Acceptable
+
+
+def test_clicking_and_activating_a_demo_loads_it_once(qtbot, window):
+    page = window.pages[0]
+    item = page.demo_list.item(0)
+    started = []
+    window.runner.started.connect(started.append)
+    page._on_demo_activated(item)
+    page._on_demo_activated(item)
+    qtbot.waitUntil(lambda: window.state.summary is not None, timeout=5000)
+    assert started == ["load"] and not window.last_message

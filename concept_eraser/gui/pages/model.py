@@ -145,6 +145,9 @@ class ModelPage(Page):
 
     def _on_demo_activated(self, item: QListWidgetItem) -> None:
         name = item.data(Qt.ItemDataRole.UserRole)
+        loading = getattr(self, "_loading", (None, None))[0]
+        if self.state.runner.current == "load" and loading is not None and loading.path == name:
+            return  # a click and an activation of the same item: one load
         if self.state.source is not None and self.state.source.path == name and self.state.summary is not None:
             return
         self.load(ModelSource(path=name))
