@@ -233,6 +233,10 @@ class MainWindow(QMainWindow):
 
     def _update_nav(self) -> None:
         i = self.stack.currentIndex()
+        if not self.reachable(i):  # e.g. another model was loaded: back to the first step that needs input
+            first_open = next(j for j in range(len(self.pages)) if not self.pages[j].is_complete())
+            self.sidebar.setCurrentRow(first_open)
+            return
         page = self.pages[i]
         ok = True
         for j, p in enumerate(self.pages):

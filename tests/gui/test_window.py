@@ -240,3 +240,11 @@ def test_failed_load_shows_error_with_details(qtbot, window, tmp_path):
     assert "Traceback" in QGuiApplication.clipboard().text()
     load_demo(qtbot, window, "digits")
     assert not window.error_label.isVisibleTo(window)
+
+
+def test_loading_another_model_goes_back_to_the_first_open_step(qtbot, window):
+    fill_digits(qtbot, window, steps=5)
+    run_to_end(qtbot, window)
+    assert window.go(5)
+    load_demo(qtbot, window, "shapes")
+    assert window.stack.currentIndex() == 1 and "concept" in window.problem_label.text()
