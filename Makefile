@@ -24,6 +24,12 @@ lint: $(STAMP)
 	.venv/bin/ruff check concept_eraser tests bench
 	.venv/bin/lint-imports
 
+# One PNG per wizard page in a real window under Xvfb (installs xvfb & co. when missing).
+# BACKEND=real uses the engine on the digits demo instead of the fake backend.
+BACKEND ?= fake
+screenshots: $(STAMP)
+	PY=$(PY) bash scripts/screenshots.sh --backend $(BACKEND)
+
 bench: $(STAMP)
 	$(PY) bench/sampling.py
 

@@ -1,9 +1,63 @@
-"""concept-eraser-gui entry point. The wizard is issue 5; until it lands this says so plainly."""
+"""concept-eraser-gui: show the window at once, load the engine (torch) in the background on the worker thread.
 
+`--fake` (or CONCEPT_ERASER_FAKE=1) runs on the torch-free FakeBackend: for development, tests and screenshots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
 import sys
 
+from concept_eraser.spec.events import Log
 
-def main() -> int:
-    print("The concept_eraser wizard is not built yet. Use the CLI meanwhile: concept-eraser --help "
-          "(or 'make run' for the headless demo).", file=sys.stderr)
-    return 2
+
+def warmup_job(fake: bool = False, **fake_options):
+    """Job that builds the backend on the worker thread (torch is imported there, never on the GUI thread)."""
+    yield Log("info", "loading the engine")
+    if fake:
+        from .fake_backend import FakeBackend
+
+        return FakeBackend(**fake_options)
+    # The one lazy import of the torch side (allowed by the import contract). It runs on the worker thread,
+    # so the window is up before torch, diffusers and the methods load.
+    from concept_eraser.backend import LocalBackend
+
+    backend = LocalBackend()
+    for name in ("demo_models", "methods"):  # import the method modules here too, off the GUI thread
+        if hasattr(backend, name):
+            getattr(backend, name)()
+    return backend
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="concept-eraser-gui", description="The concept_eraser desktop app.")
+    parser.add_argument("--fake", action="store_true", default=os.environ.get("CONCEPT_ERASER_FAKE", "") not in ("", "0"),
+                        help="run on the torch-free fake backend (also CONCEPT_ERASER_FAKE=1)")
+    parser.add_argument("--step-delay", type=float, default=0.03, help="fake backend: seconds per training step")
+    parser.add_argument("job", nargs="?", help="a job file (.json/.toml) to open")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from PySide6.QtWidgets import QApplication
+
+    from .main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("concept_eraser")
+    app.setOrganizationName("concept_eraser")
+    window = MainWindow(backend_label="fake backend" if args.fake else "")
+    window.show()
+    options = {"step_delay": args.step_delay} if args.fake else {}
+    window.start_backend(lambda: warmup_job(args.fake, **options))
+    if args.job:
+        window.open_job(args.job)
+    return app.exec()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

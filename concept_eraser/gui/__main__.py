@@ -1,0 +1,3 @@
+from concept_eraser.gui.app import main
+
+raise SystemExit(main())

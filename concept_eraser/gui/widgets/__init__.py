@@ -1,0 +1,1 @@
+"""Reusable widgets: the config form, image grids and the compare view, the loss plot."""
