@@ -3,6 +3,7 @@
 The unlearn job calls two functions:
 
     plan = demo_eval_plan(demo, concepts, samples=100, seed0=1000)   # rows x seeds to sample
+    spec = plan.sampling_spec(steps=..., guidance=...)                # the same spec before and after
     scores = demo_scores(plan, before, after, judge=None)             # flat dict of floats
 
 `before` and `after` are same-seed grids of `plan.rows` x `plan.seeds` from the original and the
@@ -26,7 +27,9 @@ digits (class-conditional DDPM; concepts are class labels, or texts naming a dig
 shapes (tiny SD; a concept is a shape, colour or texture word, or one of its synonyms):
   rows: prompts "a {colour} {texture} {shape}". "forget" rows contain the forget value, with a
   balanced set of the other two attributes; "retain_in" rows use the other values of the forget
-  value's attribute (none of the forget values). At most 12 rows for one concept.
+  value's attribute (none of the forget values); each retain row serves both IRA (the forget
+  attribute) and CRA (the other two attributes), so shapes plans need no separate "retain_cross"
+  rows. 12 rows for one concept (4 forget + 8 retain), 10 for two.
   ua, ua_before                   share of forget-row samples whose judged attribute is not the
                                   concept (after / on the original); ua/<word> per concept
   ira, ira_before, ira_rel        retain rows: the forget attribute(s) judged correct (after, before,
@@ -46,7 +49,7 @@ from typing import Literal
 import numpy as np
 
 from concept_eraser.spec.events import Grid
-from concept_eraser.spec.jobspec import Concept, SampleRow
+from concept_eraser.spec.jobspec import Concept, SampleRow, SamplingSpec
 from concept_eraser.spec.runloop import UserError
 
 Role = Literal["forget", "retain_in", "retain_cross", "unconditional"]
@@ -69,6 +72,11 @@ class EvalPlan:
 
     def rows_with(self, *roles: str) -> list[int]:
         return [i for i, r in enumerate(self.roles) if r in roles]
+
+    def sampling_spec(self, **settings) -> SamplingSpec:
+        """The plan's rows and seeds as a SamplingSpec; `settings` (steps, guidance, scheduler, batch_size ...)
+        are passed through. Use the identical spec for the before and the after grid."""
+        return SamplingSpec(rows=self.rows, seeds=self.seeds, **settings)
 
 
 # ---------------------------------------------------------------- plans

@@ -36,6 +36,8 @@ def test_plans_have_roles_and_stay_small():
     d = demo_eval_plan("digits", [Concept(label=3)], samples=5)
     assert [r.label for r in d.rows[:10]] == list(range(10)) and d.rows[10].kind == "unconditional"
     assert d.roles[3] == "forget" and d.roles[10] == "unconditional" and d.forget == (("label", 3),)
+    spec = d.sampling_spec(steps=7, guidance=1.5)
+    assert spec.rows == d.rows and spec.seeds == d.seeds and spec.steps == 7
     assert demo_eval_plan("digits", [Concept(text="digit seven")]).forget == (("label", 7),)
     vdu = demo_eval_plan("digits", [], samples=5)
     assert vdu.forget == () and "unconditional" in vdu.roles
