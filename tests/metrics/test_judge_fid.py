@@ -39,3 +39,21 @@ def test_retained_fid_of_model_samples_is_near_real(shapes_case):
 
     bad = retained_fid(plan, Grid(noise, grid.row_labels, grid.seeds), judge)
     assert r.generated == 8 * 8 and bad.value > 5 * r.value, (r.value, bad.value)
+
+
+def test_agrees_with_torchmetrics_fid():
+    import torch
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    class Identity(torch.nn.Module):
+        num_features = 8
+
+        def forward(self, x):
+            return x.flatten(1).float()
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(500, 8)), rng.normal(size=(400, 8)) * 1.5 + 0.3
+    ref = FrechetInceptionDistance(feature=Identity(), normalize=False)
+    ref.update(torch.tensor(a).view(500, 8, 1, 1), real=True)
+    ref.update(torch.tensor(b).view(400, 8, 1, 1), real=False)
+    assert frechet_distance(b, a) == pytest.approx(ref.compute().item(), rel=1e-5)

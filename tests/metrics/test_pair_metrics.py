@@ -87,3 +87,17 @@ def test_pairs_must_share_rows_and_seeds():
     other = Grid(np.asarray(b.images), b.row_labels, (9, 8, 7, 6))
     with pytest.raises(ValueError, match="same rows and seeds"):
         ssim_distance(a, other)
+
+
+def test_retention_scores_bundle_both(alexnet_file, tmp_path, monkeypatch):
+    from concept_eraser.metrics.retention import retention_scores, score_events
+
+    a, b = _grids()
+    r = retention_scores(a, b, rows=[1, 2], lpips_weights=alexnet_file)
+    assert set(r.scores) == {"lpips", "ssim_distance"} and not r.notes
+    assert [e.key for e in r.events] == ["lpips", "ssim-distance"] and r.events[0].per_cell.shape == (3, 4)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    r = retention_scores(a, b, rows=[1, 2])
+    assert set(r.scores) == {"ssim_distance"} and ALEXNET_FILE in r.notes[0]
+    assert [e.key for e in score_events({"ua": 1.0, "pul": 50.0})] == ["ua", "pul"]
