@@ -80,7 +80,7 @@ def _encode_images(bundle, images: np.ndarray) -> torch.Tensor:
 @torch.no_grad()
 def diffusion_classifier(bundle, images: np.ndarray, concept: str, anchor: str = "",
                          prompts: Sequence[str] | None = None, timesteps: Sequence[int] | int = 10,
-                         noises: int = 1, seed: int = 0, batch: int = 64) -> ClassifierScore:
+                         noises: int = 1, seed: int = 0, batch: int = 16) -> ClassifierScore:
     """Score uint8 images (N, H, W, 3) for `concept` vs `anchor` with the original model `bundle`."""
     if bundle.summary.kind != "sd":
         raise UserError(f"the diffusion classifier needs a Stable Diffusion 1.x/2.x model, not {bundle.summary.kind}")

@@ -21,8 +21,11 @@ digits (class-conditional DDPM; concepts are class labels, or texts naming a dig
   share_before/<k>, share_after/<k>     share of unconditional samples judged as class k
   n_before, n_after, pul          forget-class counts among the unconditional samples and
                                   PUL = 100 (n_before - n_after) / n_before (NaN when n_before = 0)
-  pul/<k>                         PUL of every class (for VDU by images, where the plan has no label:
-                                  pass forget_images= to demo_scores to name the forget class)
+  pul/<k>                         PUL of every class
+  unconditional_samples           how many unconditional samples the shares and PUL rest on
+  forget_class_from_images        VDU by images (no label in the plan): pass forget_images= to
+                                  demo_scores; the judge's majority class of those images becomes
+                                  the forget class for ua/pul/n_before/n_after
 
 shapes (tiny SD; a concept is a shape, colour or texture word, or one of its synonyms):
   rows: prompts "a {colour} {texture} {shape}". "forget" rows contain the forget value, with a
@@ -31,7 +34,8 @@ shapes (tiny SD; a concept is a shape, colour or texture word, or one of its syn
   attribute) and CRA (the other two attributes), so shapes plans need no separate "retain_cross"
   rows. 12 rows for one concept (4 forget + 8 retain), 10 for two.
   ua, ua_before                   share of forget-row samples whose judged attribute is not the
-                                  concept (after / on the original); ua/<word> per concept
+                                  concept (after / on the original); ua/<word>, ua_before/<word>
+                                  per concept
   ira, ira_before, ira_rel        retain rows: the forget attribute(s) judged correct (after, before,
                                   after/before)
   cra, cra_before, cra_rel        retain rows: the other attributes judged correct

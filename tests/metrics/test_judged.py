@@ -122,3 +122,28 @@ def test_scores_check_the_grid_matches_the_plan(shapes_case):
     small = Grid(np.asarray(before.images)[:, :2], before.row_labels, before.seeds[:2])
     with pytest.raises(ValueError, match="plan"):
         demo_scores(plan, before, small)
+
+
+def test_digits_known_answers_on_real_images():
+    """Real digits stand in for the model's samples: PUL and UA are exact when the judge is right."""
+    from concept_eraser.demo.digits_data import load_digits_tensor, to_uint8_rgb
+
+    x, y = load_digits_tensor()
+    images, labels = to_uint8_rgb(x), y.numpy()
+    plan = demo_eval_plan("digits", [Concept(label=3)], samples=20)
+    by_class = [images[labels == k][:20] for k in range(10)]
+    uncond = images[200:220]  # a mix of classes, with some 3s
+    before_images = np.stack(by_class + [uncond])
+    before = Grid(before_images, tuple(r.describe() for r in plan.rows), tuple(plan.seeds))
+    same = demo_scores(plan, before, before)
+    threes = same["n_before"]
+    assert threes >= 1 and same["pul"] == 0.0 and same["ua"] == same["ua_before"] <= 0.05
+    after_images = before_images.copy()
+    after_images[3] = by_class[0]
+    judge_says_three = np.flatnonzero(labels[200:220] == 3)
+    after_images[10, judge_says_three] = by_class[0][: len(judge_says_three)]
+    after = Grid(after_images, before.row_labels, before.seeds)
+    bad = demo_scores(plan, before, after)
+    assert bad["ua"] == pytest.approx(1.0, abs=0.05) and bad["pul"] == pytest.approx(100.0)
+    assert bad["n_after"] == 0 and bad["ira_rel"] == 1.0 and bad["retain_drop_max"] == 0.0
+    assert bad["share_after/3"] == 0.0 and bad["share_after/0"] > same["share_before/0"]
