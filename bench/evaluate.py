@@ -38,7 +38,7 @@ def main() -> None:
     from concept_eraser.engine.loading import load_model
     from concept_eraser.engine.sampling import sample_grid
     from concept_eraser.metrics.diffusion_classifier import diffusion_classifier
-    from concept_eraser.metrics.judge_fid import images_fid, real_images, retained_fid
+    from concept_eraser.metrics.judge_fid import images_fid, retained_fid, retained_real
     from concept_eraser.metrics.judged import demo_eval_plan, demo_scores, load_demo_judge
     from concept_eraser.metrics.lpips_retention import alexnet_weights_path, load_lpips, lpips_retention
     from concept_eraser.metrics.ssim_distance import ssim_distance
@@ -85,9 +85,9 @@ def main() -> None:
         rows_out.append((demo, "judged: " + ", ".join(f"{k} {scores[k]:.3g}" for k in main_keys), 2 * n_cells, t))
         fid, t = timed(retained_fid, plan, after, judge)
         rows_out.append((demo, f"judge-fid (retain rows vs real) = {fid.value:.3g}", 2 * fid.generated, t))
-        real = real_images(demo, 2 * fid.generated, seed=5)
-        base = images_fid(real[: fid.generated], real[fid.generated :], judge)
-        rows_out.append((demo, f"  (judge-fid real vs real, same counts = {base.value:.3g})", 2 * fid.generated,
+        base = images_fid(retained_real(plan, seed=1), retained_real(plan, seed=2), judge)
+        rows_out.append((demo, f"  (judge-fid real vs real, same classes and counts = {base.value:.3g})",
+                         2 * fid.generated,
                          float("nan")))
         if bundle.summary.kind == "sd":
             forget = np.concatenate([np.asarray(after.images[r]) for r in plan.rows_with("forget")])
@@ -100,7 +100,7 @@ def main() -> None:
                                    f"wins {dcb.win_rate:.2f})", len(forget_b), float("nan")))
 
     print(f"\nmetric cost, {args.samples} seeds per row, {torch.get_num_threads()} thread(s), float32 CPU")
-    print("| model | metric | images | s per grid | ms per image |")
+    print("| model | metric | images (pairs for lpips/ssim) | s per grid | ms per image |")
     print("|---|---|---|---|---|")
     for demo, what, n, t in rows_out:
         per = "" if t != t else f"{1000 * t / n:.2f}"

@@ -102,6 +102,9 @@ def diffusion_classifier(bundle, images: np.ndarray, concept: str, anchor: str =
     else:
         pos = list(prompts)
         neg = [anchor_prompt(p, concept, anchor) for p in prompts]
+        missing = [p for p, q in zip(pos, neg, strict=True) if p.strip() == q]
+        if missing:
+            raise ValueError(f"the prompt {missing[0]!r} does not contain the concept {concept!r}")
     unet = bundle.unet
     scores = []
     noise_all = None

@@ -85,15 +85,20 @@ def retained_fid(plan, grid: Grid, judge=None, seed: int = 0) -> FidResult:
 
     judge = judge or load_demo_judge(plan.demo)
     rows = plan.rows_with("retain_in", "retain_cross")
+    generated = np.concatenate([np.asarray(grid.images[r]) for r in rows])
+    return images_fid(generated, retained_real(plan, seed), judge, f"{plan.demo}-judge")
+
+
+def retained_real(plan, seed: int = 0) -> np.ndarray:
+    """Real images matching a plan's retain rows: one per (retain row, seed), same class / attribute triple.
+    Two calls with different seeds give the real-vs-real level of retained_fid at the same counts."""
+    rows = plan.rows_with("retain_in", "retain_cross")
     if not rows:
         raise ValueError("the plan has no retain rows")
-    generated = np.concatenate([np.asarray(grid.images[r]) for r in rows])
     n = len(plan.seeds)
     if plan.demo == "digits":
-        real = real_digits(np.repeat([plan.targets[r][0] for r in rows], n), seed)
-    else:
-        real = real_shapes([plan.targets[r] for r in rows for _ in range(n)], seed)
-    return images_fid(generated, real, judge, f"{plan.demo}-judge")
+        return real_digits(np.repeat([plan.targets[r][0] for r in rows], n), seed)
+    return real_shapes([plan.targets[r] for r in rows for _ in range(n)], seed)
 
 
 def real_images(demo: str, n: int, seed: int = 0) -> np.ndarray:

@@ -37,9 +37,11 @@ def test_in_context_prompts_and_determinism(shapes_bundle, striped_and_solid):
     assert r1.mean > 0 and np.allclose(r1.per_image, r2.per_image, atol=1e-5)
 
 
-def test_helpers_and_refusals(digits_bundle):
+def test_helpers_and_refusals(shapes_bundle, digits_bundle):
     assert anchor_prompt("a red striped circle", "striped", "solid") == "a red solid circle"
     assert anchor_prompt("a red striped circle", "striped", "") == "a red circle"
     assert spread_timesteps(3) == (100, 500, 900)
+    with pytest.raises(ValueError, match="does not contain"):
+        diffusion_classifier(shapes_bundle, np.zeros((1, 32, 32, 3), np.uint8), "striped", prompts=["a red circle"])
     with pytest.raises(UserError, match="Stable Diffusion"):
         diffusion_classifier(digits_bundle, np.zeros((1, 16, 16, 3), np.uint8), "3")
