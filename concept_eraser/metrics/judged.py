@@ -47,7 +47,7 @@ Every value is a plain float; rates are in [0, 1] except PUL (percent).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -72,7 +72,6 @@ class EvalPlan:
     targets: tuple[tuple[int, ...] | None, ...]  # digits: (label,), shapes: (shape, colour, texture); None: uncond
     forget: tuple[tuple[str, int], ...]  # digits: ("label", k); shapes: (attribute, value index)
     description: str = ""
-    extra: dict = field(default_factory=dict)
 
     def rows_with(self, *roles: str) -> list[int]:
         return [i for i, r in enumerate(self.roles) if r in roles]
