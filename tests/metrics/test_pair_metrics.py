@@ -101,3 +101,28 @@ def test_retention_scores_bundle_both(alexnet_file, tmp_path, monkeypatch):
     r = retention_scores(a, b, rows=[1, 2])
     assert set(r.scores) == {"ssim_distance"} and ALEXNET_FILE in r.notes[0]
     assert [e.key for e in score_events({"ua": 1.0, "pul": 50.0})] == ["ua", "pul"]
+
+
+def test_lpips_matches_the_lpips_package_with_the_same_trunk(tmp_path, monkeypatch):
+    """Our offline loading (trunk state dict -> lpips slices) equals lpips' own construction."""
+    import lpips
+    from torchvision.models import alexnet
+
+    from concept_eraser.metrics.lpips_retention import load_lpips
+
+    torch.manual_seed(1)
+    trunk = alexnet(weights=None)
+    path = tmp_path / ALEXNET_FILE
+    torch.save({k: v for k, v in trunk.state_dict().items() if k.startswith("features.")}, path)
+
+    def fake_alexnet(pretrained=False, **_):  # torchvision's pretrained AlexNet, without the download
+        net = alexnet(weights=None)
+        if pretrained:
+            net.load_state_dict(trunk.state_dict())
+        return net
+
+    monkeypatch.setattr(lpips.pretrained_networks.tv, "alexnet", fake_alexnet)
+    ref = lpips.LPIPS(net="alex", verbose=False).eval()
+    x, y = torch.rand(4, 3, 64, 64), torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ref(x, y, normalize=True), load_lpips(path)(x, y, normalize=True))
