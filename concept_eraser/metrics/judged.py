@@ -32,7 +32,8 @@ shapes (tiny SD; a concept is a shape, colour or texture word, or one of its syn
   balanced set of the other two attributes; "retain_in" rows use the other values of the forget
   value's attribute (none of the forget values); each retain row serves both IRA (the forget
   attribute) and CRA (the other two attributes), so shapes plans need no separate "retain_cross"
-  rows. 12 rows for one concept (4 forget + 8 retain), 10 for two.
+  rows. Values are balanced greedily over distinct triples: 12 rows for one concept (4 forget +
+  8 retain), 12-14 for two or three.
   ua, ua_before                   share of forget-row samples whose judged attribute is not the
                                   concept (after / on the original); ua/<word>, ua_before/<word>
                                   per concept
@@ -150,31 +151,16 @@ def _shapes_plan(concepts: list[Concept], seeds: list[int]) -> EvalPlan:
     per_concept = max(2, 4 // len(forget))
     triples: list[tuple[str, str, str]] = []
     roles: list[Role] = []
-    # forget rows: the forget value with the other attributes cycling through all their (allowed) values
+    # forget rows: the forget value, the other attributes balanced over their values (others' forget values excluded)
     for a, w in forget:
-        others = [b for b in attrs if b != a]
-        pools = {b: [v for v in HEADS[b] if v not in banned[b]] or list(HEADS[b]) for b in others}
-        for i in range(per_concept):
-            t = {a: w, others[0]: pools[others[0]][i % len(pools[others[0]])],
-                 others[1]: pools[others[1]][(i + i // len(pools[others[0]])) % len(pools[others[1]])]}
-            triples.append((t["shape"], t["colour"], t["texture"]))
+        pools = {b: [w] if b == a else [v for v in HEADS[b] if v not in banned[b]] for b in attrs}
+        for t in _balanced(pools, per_concept, triples):
+            triples.append(t)
             roles.append("forget")
-    # retain rows: no forget value anywhere; the forget attributes' other values first, balanced
+    # retain rows: no forget value anywhere; every attribute balanced over its remaining values
     pools = {a: [v for v in HEADS[a] if v not in banned[a]] for a in attrs}
-    lead = [a for a in attrs if banned[a]] + [a for a in attrs if not banned[a]]
-    n_retain = 8
-    seen = set()
-    i = 0
-    while len([r for r in roles if r == "retain_in"]) < n_retain and i < 200:
-        t = {lead[0]: pools[lead[0]][i % len(pools[lead[0]])],
-             lead[1]: pools[lead[1]][(i + 1) % len(pools[lead[1]])],
-             lead[2]: pools[lead[2]][(i + 2 + i // len(pools[lead[0]])) % len(pools[lead[2]])]}
-        trip = (t["shape"], t["colour"], t["texture"])
-        i += 1
-        if trip in seen:
-            continue
-        seen.add(trip)
-        triples.append(trip)
+    for t in _balanced(pools, 8, triples):
+        triples.append(t)
         roles.append("retain_in")
     rows = [SampleRow(prompt=caption(*t)) for t in triples]
     targets = tuple(tuple(HEADS[a].index(v) for a, v in zip(attrs, t, strict=True)) for t in triples)
@@ -183,6 +169,25 @@ def _shapes_plan(concepts: list[Concept], seeds: list[int]) -> EvalPlan:
             f"'a {{colour}} {{texture}} {{shape}}' x {len(seeds)} seeds ({seeds[0]}-{seeds[-1]}), judged by shapes-judge")
     return EvalPlan("shapes", rows, seeds, tuple(roles), targets,
                     tuple((a, HEADS[a].index(w)) for a, w in forget), desc)
+
+
+def _balanced(pools: dict[str, list[str]], n: int, taken: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Up to n distinct (shape, colour, texture) triples from the pools, greedily keeping every value's
+    count even (ties broken by a fixed interleaved order, so plans are deterministic)."""
+    from itertools import product
+
+    candidates = [t for t in product(pools["shape"], pools["colour"], pools["texture"]) if t not in taken]
+    # interleave: walk the product diagonally so neighbours differ in every attribute
+    candidates.sort(key=lambda t: sum((pools[a].index(v) - i) % len(pools[a]) * 10 ** i
+                                      for i, (a, v) in enumerate(zip(("shape", "colour", "texture"), t, strict=True))))
+    counts: dict[str, int] = {}
+    out: list[tuple[str, str, str]] = []
+    for _ in range(min(n, len(candidates))):
+        best = min((t for t in candidates if t not in out), key=lambda t: sum(counts.get(v, 0) ** 2 for v in t))
+        out.append(best)
+        for v in best:
+            counts[v] = counts.get(v, 0) + 1
+    return out
 
 
 # ---------------------------------------------------------------- scoring
