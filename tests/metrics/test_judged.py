@@ -33,6 +33,12 @@ def test_plans_have_roles_and_stay_small():
         for row, role in zip(p.rows, p.roles, strict=True):
             assert (base in row.prompt.split()) == (role == "forget"), (row.prompt, role)
         assert p.roles.count("forget") >= 2 and p.roles.count("retain_in") >= 6
+    multi = demo_eval_plan("shapes", [Concept(text="red"), Concept(text="striped")], samples=2)
+    assert len(multi.rows) <= 14 and len({r.prompt for r in multi.rows}) == len(multi.rows)
+    assert multi.forget == (("colour", 0), ("texture", 1)) and multi.roles.count("retain_in") == 8
+    for row, role in zip(multi.rows, multi.roles, strict=True):
+        words = row.prompt.split()
+        assert (("red" in words) or ("striped" in words)) == (role == "forget"), row.prompt
     d = demo_eval_plan("digits", [Concept(label=3)], samples=5)
     assert [r.label for r in d.rows[:10]] == list(range(10)) and d.rows[10].kind == "unconditional"
     assert d.roles[3] == "forget" and d.roles[10] == "unconditional" and d.forget == (("label", 3),)
@@ -147,3 +153,19 @@ def test_digits_known_answers_on_real_images():
     assert bad["ua"] == pytest.approx(1.0, abs=0.05) and bad["pul"] == pytest.approx(100.0)
     assert bad["n_after"] == 0 and bad["ira_rel"] == 1.0 and bad["retain_drop_max"] == 0.0
     assert bad["share_after/3"] == 0.0 and bad["share_after/0"] > same["share_before/0"]
+
+
+def test_shapes_two_concepts_on_procedural_images():
+    """Procedural drawings stand in for samples: UA per concept word, IRA over both forget attributes."""
+    from concept_eraser.metrics.judge_fid import real_shapes
+
+    plan = demo_eval_plan("shapes", [Concept(text="crimson"), Concept(text="stripy")], samples=10)
+    images = np.stack([real_shapes([plan.targets[r]] * 10, seed=r) for r in range(len(plan.rows))])
+    before = Grid(images, tuple(r.prompt for r in plan.rows), tuple(plan.seeds))
+    same = demo_scores(plan, before, before)
+    assert same["ua"] <= 0.05 and same["ira"] >= 0.95 and same["cra"] >= 0.95 and same["ira_rel"] == 1.0
+    red_rows = [i for i in plan.rows_with("forget") if plan.targets[i][1] == HEADS["colour"].index("red")]
+    after_images = images.copy()
+    after_images[red_rows] = images[plan.rows_with("retain_in")[0]]  # red rows now show a retained colour
+    s = demo_scores(plan, before, Grid(after_images, before.row_labels, before.seeds))
+    assert s["ua/red"] >= 0.95 and s["ua/striped"] <= 0.05 and s["ua"] == pytest.approx((s["ua/red"] + s["ua/striped"]) / 2)
