@@ -35,7 +35,9 @@ class LocalBackend:
         return []
 
     def export_formats(self, summary: ModelSummary) -> list[ExportFormat]:
-        return []
+        from concept_eraser.engine.export import export_formats
+
+        return export_formats(summary)
 
     def load(self, source: ModelSource, ctx: JobContext, device: DeviceSpec | None = None):
         from concept_eraser.engine.jobs import load_job
@@ -68,5 +70,7 @@ class LocalBackend:
         yield  # pragma: no cover
 
     def export(self, run_dir: str, fmt: str, out: str, ctx: JobContext, options: dict[str, Any] | None = None):
-        raise UserError("export is not available yet; the edited model is in the run folder's model/")
-        yield  # pragma: no cover
+        """options: force, rank (lora), seeds / verify_steps, config_dir; JobResult.value is the verify report."""
+        from concept_eraser.engine.export import export_job
+
+        return (yield from export_job(run_dir, fmt, out, ctx, options))

@@ -343,6 +343,50 @@ def cmd_erase(args) -> int:
     return _report(result)
 
 
+def _print_export(report: dict) -> None:
+    v = report.get("verify", {})
+    print(f"{report['format']} export: {report['out']} ({report.get('bytes', 0) / 1e6:.1f} MB)")
+    if "lora" in report:
+        lo = report["lora"]
+        print(f"  rank {lo['rank']}: {lo['modules']} modules, energy kept {lo['energy_kept']:.2%}")
+        for note in lo.get("notes", []):
+            print(f"  note: {note}")
+    if "max_pixel_diff_uint8" in v:
+        status = "" if "pass" not in v else (" (pass)" if v["pass"] else " (FAIL: over 1/255)")
+        print(f"  verify vs {v['against']}: max pixel diff {v['max_pixel_diff_uint8']}/255{status} on "
+              f"{v['cells']} cells")
+    if v.get("lpips") is not None:
+        print(f"  LPIPS vs full edit: {v['lpips']:.4f} (base: {v['lpips_base']:.4f})")
+    elif "ssim_distance" in v:
+        print(f"  LPIPS unavailable ({v.get('lpips_unavailable', '')[:80]}); SSIM distance vs full edit: "
+              f"{v['ssim_distance']:.4f} (base: {v['ssim_distance_base']:.4f})")
+    if "verify_file" in report:
+        print(f"  report: {report['verify_file']}")
+
+
+def cmd_export(args) -> int:
+    from concept_eraser.engine.export import export_job
+
+    ctx = _ctx(args)
+    options = {"force": args.force, "rank": args.rank, "config_dir": args.config_dir}
+    result = drive(export_job(args.run, args.format, args.out, ctx, options), ctx.cancel)
+    if result.ok:
+        _print_export(result.value)
+    return _report(result)
+
+
+def cmd_apply(args) -> int:
+    from concept_eraser.engine.apply import apply_job
+
+    ctx = _ctx(args)
+    result = drive(apply_job(args.base, args.patch, args.out, ctx, scale=args.scale, force=args.force,
+                             config_dir=args.config_dir), ctx.cancel)
+    if result.ok:
+        r = result.value
+        print(f"applied {r['applied']} {r['patch']} (scale {r['scale']:g}) to {r['base']}; wrote {r['out']}")
+    return _report(result)
+
+
 SUMMARY_SCORES = ("ua", "ua_before", "retain_drop_max", "ira", "ira_before", "cra", "cra_before", "pul",
                   "lpips_retain", "ssim_distance_retain", "loss", "steps", "train_seconds", "seconds")
 
@@ -442,6 +486,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     s.add_argument("--out", required=True, help="run folder")
     s.set_defaults(func=cmd_erase)
+
+    s = sub.add_parser("export", help="export a run's edited model (diffusers, single file, delta, LoRA) and verify it")
+    s.add_argument("run", help="run folder written by concept-eraser erase")
+    s.add_argument("--format", required=True, choices=["diffusers", "single-file", "delta", "lora"])
+    s.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16)")
+    s.add_argument("--out", required=True, help="folder (diffusers) or .safetensors file")
+    s.add_argument("--force", action="store_true", help="replace an existing --out")
+    s.add_argument("--config-dir", help="diffusers folder with configs for verifying a single file")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("apply", help="apply a delta or LoRA file to a base model (writes a diffusers folder)")
+    s.add_argument("base", help="demo name, diffusers folder, or .safetensors/.ckpt file")
+    s.add_argument("patch", help="delta or LoRA .safetensors")
+    s.add_argument("--out", required=True)
+    s.add_argument("--scale", type=float, default=1.0, help="LoRA strength (0 off, 1 the exported edit)")
+    s.add_argument("--force", action="store_true", help="replace an existing --out")
+    s.add_argument("--config-dir", help="local diffusers folder with the component configs (single-file bases)")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_apply)
 
     s = sub.add_parser("demo", help="build or measure the bundled demo models")
     dsub = s.add_subparsers(dest="demo_command", required=True)
