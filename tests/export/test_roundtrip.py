@@ -122,6 +122,14 @@ def test_lora_low_rank_keeps_the_reported_energy(runs, bases, tmp_path):
     assert all(torch.equal(v, base[k]) for k, v in flat_state(base_model).items())
 
 
+def _target(key: str) -> str:
+    """The module a converted diffusers LoRA key patches ('...attn2.processor.to_k_lora.up.weight' -> '...attn2.to_k')."""
+    if ".processor." in key:
+        head, tail = key.split(".processor.")
+        return f"{head}.{tail.split('_lora')[0]}"
+    return key.split(".lora")[0]
+
+
 def test_kohya_names_are_what_loaders_read(runs, tmp_path):
     """SD 1.x: diffusers module names; SDXL: SGM names and lora_te1_/lora_te2_; diffusers' converter maps them back."""
     from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_lora_to_diffusers
@@ -134,7 +142,7 @@ def test_kohya_names_are_what_loaders_read(runs, tmp_path):
     assert "lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight" in keys  # LoCon (3x3 conv)
     converted, alphas = _convert_non_diffusers_lora_to_diffusers(load_file(str(tmp_path / "sd1.safetensors")))
     modules = {n for n, _ in load_model(str(runs["sd1"] / "model")).pipe.components["unet"].named_modules()}
-    unet_targets = {k.removeprefix("unet.").split(".lora")[0] for k in converted if k.startswith("unet.")}
+    unet_targets = {_target(k.removeprefix("unet.")) for k in converted if k.startswith("unet.")}
     assert unet_targets and unet_targets <= modules
 
     export(runs["sdxl"], "lora", tmp_path / "xl.safetensors", rank=2)
