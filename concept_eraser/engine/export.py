@@ -104,11 +104,9 @@ def single_file_config_dir(bundle, file: Path, model_dir: Path) -> str | None:
     """None when the shipped configs describe this model (real SD releases), else the run's model folder."""
     from concept_eraser.resources import configs_dir
 
-    from .single_file import read_safetensors_header, shipped_config_name
+    from .single_file import detect_architecture, read_safetensors_header, shipped_config_name
 
     keys, meta = read_safetensors_header(file)
-    from .single_file import detect_architecture
-
     name = shipped_config_name(detect_architecture(keys), file, meta)
     cfg = configs_dir() / name / "unet" / "config.json"
     if cfg.is_file():
@@ -205,7 +203,10 @@ def _write_diff(fmt, spec, edited, written, out, meta, sampling, reference, ctx,
     from .weight_diff import apply_delta, apply_lora, changed_tensors, extract_lora, flat_state, kohya_names
 
     yield StageStarted("load")
-    base = _load(spec.model.path, spec.model.config_dir, spec.model.sha256)
+    try:
+        base = _load(spec.model.path, spec.model.config_dir, spec.model.sha256)
+    except UserError as exc:
+        raise UserError(f"a {fmt} export needs the run's base model ({spec.model.path}): {exc}") from exc
     meta["concept_eraser.base_sha256"] = base.summary.sha256
     report["base_sha256"] = base.summary.sha256
     b_state, e_state = flat_state(base), flat_state(edited)
