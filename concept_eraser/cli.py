@@ -349,6 +349,9 @@ def _print_export(report: dict) -> None:
     if "lora" in report:
         lo = report["lora"]
         print(f"  rank {lo['rank']}: {lo['modules']} modules, energy kept {lo['energy_kept']:.2%}")
+        if lo.get("layers"):
+            low = min(lo["layers"], key=lambda x: x["energy_kept"])
+            print(f"  lowest layer: {low['energy_kept']:.2%} ({low['kohya']}); per layer in the report")
         for note in lo.get("notes", []):
             print(f"  note: {note}")
     if "max_pixel_diff_uint8" in v:

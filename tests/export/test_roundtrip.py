@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -152,8 +153,14 @@ def test_kohya_names_are_what_loaders_read(runs, tmp_path):
     assert any(k.startswith("lora_te2_text_model_encoder_layers_1_mlp_fc1") for k in keys)
 
 
-def test_export_formats_by_kind(runs):
+def test_export_formats_and_the_backend(runs, tmp_path):
+    from concept_eraser.backend import LocalBackend
+
+    backend = LocalBackend()
     sd = load_model(str(runs["sd1"] / "model")).summary
-    assert [f.key for f in export_formats(sd)] == ["diffusers", "single-file", "delta", "lora"]
-    digits = load_model("digits").summary
-    assert [f.key for f in export_formats(digits)] == ["diffusers"]
+    assert [f.key for f in backend.export_formats(sd)] == ["diffusers", "single-file", "delta", "lora"]
+    assert [f.options for f in export_formats(sd)][-1] == {"rank": 16}
+    assert [f.key for f in export_formats(dataclasses.replace(sd, kind="ddpm"))] == ["diffusers"]
+    job = backend.export(str(runs["sd1"]), "delta", str(tmp_path / "d.safetensors"), JobContext(), dict(FAST))
+    result = run_blocking(guarded(job))
+    assert result.ok and result.value["verify"]["pass"]
