@@ -164,3 +164,22 @@ def test_export_formats_and_the_backend(runs, tmp_path):
     job = backend.export(str(runs["sd1"]), "delta", str(tmp_path / "d.safetensors"), JobContext(), dict(FAST))
     result = run_blocking(guarded(job))
     assert result.ok and result.value["verify"]["pass"]
+
+
+def test_single_file_verification_uses_shipped_configs_for_real_sd(tmp_path):
+    """Real SD 1.x (the shipped unet config) verifies through the shipped configs; other sizes use the run's."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+
+    from concept_eraser.engine.export import single_file_config_dir
+    from concept_eraser.resources import configs_dir
+
+    f = tmp_path / "x.safetensors"
+    save_file({"model.diffusion_model.out.2.bias": torch.zeros(1),
+               "cond_stage_model.transformer.text_model.final_layer_norm.bias": torch.zeros(1)}, str(f))
+    real = json.loads((configs_dir() / "sd1" / "unet" / "config.json").read_text())
+    assert single_file_config_dir(SimpleNamespace(unet=SimpleNamespace(config=real)), f, tmp_path / "m") is None
+    tiny = {**real, "block_out_channels": [8, 16]}
+    got = single_file_config_dir(SimpleNamespace(unet=SimpleNamespace(config=tiny)), f, tmp_path / "m")
+    assert got == str(tmp_path / "m")
