@@ -91,7 +91,7 @@ def main() -> int:
         return 0
 
     stage1 = load_model("digits-onestep")
-    s1_acc, s1_preds, s1_ips, _ = judged(stage1, judge, classes, args.per_class, steps=1)
+    s1_acc, s1_preds, s1_ips, s1_grid = judged(stage1, judge, classes, args.per_class, steps=1)
     s1_secs = stage1.meta.get("sfd_stage1", {}).get("seconds", float("nan"))
 
     # stage 2 through the method's own run (starts from digits-onestep found by 'auto')
@@ -147,6 +147,11 @@ def main() -> int:
     print(f"class {args.forget} prompts judged {args.override}: teacher {np.mean(tp == args.override):.1%}, "
           f"stage-1 {np.mean(sp == args.override):.1%}, SFD {np.mean(fp == args.override):.1%}; "
           f"judged {args.forget}: SFD {np.mean(fp == args.forget):.1%}")
+    agree = np.mean([np.mean(np.array(f_preds[c]) == np.array(s1_preds[c])) for c in retained])
+    pix = np.mean([np.abs(grid.images[c].astype(float) - s1_grid.images[c].astype(float)).mean() / 255
+                   for c in retained])
+    print(f"retained classes vs stage 1 (same seeds): judged label equal {agree:.1%}, mean |pixel diff| {pix:.3f} "
+          f"(of the [0, 1] range)")
     print(f"min retained-class accuracy SFD: {min(f_acc[c] for c in retained):.1%}")
     print(f"sampling (back to back, 100 images, batch 100, best of 2): teacher {t_ips:.1f} images/s "
           f"({args.teacher_steps} DDIM steps, CFG 1.5), one-step {o_ips:.0f} images/s -> speed-up {o_ips / t_ips:.0f}x; "

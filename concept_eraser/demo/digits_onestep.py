@@ -19,7 +19,7 @@ from concept_eraser.spec.runloop import JobContext
 
 
 def build_digits_onestep(out_dir: Path | None = None, seed: int = 0, ctx: JobContext | None = None,
-                         steps: int = 200, batch: int = 32, teacher: str = "digits"):
+                         steps: int = 100, batch: int = 32, teacher: str = "digits"):
     """Distil the digits teacher; yields Progress, returns {seconds, path, steps}."""
     import torch
 

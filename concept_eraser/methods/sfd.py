@@ -33,7 +33,7 @@ Where this is a reconstruction / adaptation (said in the report too):
   2-core CPU; for the 0.7 M-parameter digits UNet we use lr 2e-4 (G) / 5e-4 (ψ),
   κ_g = 1.0 (the SD script's value; the DDPM config's 0.01 needs tens of thousands of steps), batch 16
   retained + 16 forget samples per iteration (official: 128 + 128), 40 stage-2 iterations (digits: class 3
-  is judged 0% after about 20), stage 1 200 iterations at batch 32. EMA decay is warmed up (min(d, (1+k)/(10+k))).
+  is judged 0% after about 20), stage 1 100 iterations at batch 32 (digits-onestep). EMA decay is warmed up (min(d, (1+k)/(10+k))).
 - Two-stage variant: stage 1 distils all classes (no forget terms), stage 2 starts G and ψ from
   stage 1 and adds the forget terms. We keep the original teacher as f_φ in stage 2 (the official
   loader would take the teacher from the stage-1 checkpoint's fake score; we read that as unintended).
