@@ -383,6 +383,9 @@ class SFD(Method):
 
     def run(self, run, config: SFDConfig) -> Generator[Event, None, dict[str, float]]:
         bundle = run.bundle
+        if bundle.meta and bundle.meta.get(ONE_STEP):
+            raise UserError("this is already a one-step (distilled) model; run SFD on the multi-step model it "
+                            f"came from ({bundle.meta.get('teacher', 'its teacher')})")
         inputs = run.inputs
         forget = int(inputs.forget_items[0])
         override = int(inputs.anchor_item)

@@ -161,3 +161,20 @@ def test_schedule_matching_maps_official_timesteps_to_cosine():
     b = _bundle()
     t = match_schedule(b, 440)
     assert 700 < t < 800  # the linear schedule's t=440 is much noisier than the cosine schedule's t=440
+
+
+def test_digits_onestep_recipe_builds_a_small_one_step_folder_that_stage2_finds(tmp_path):
+    from concept_eraser.demo.digits_onestep import build_digits_onestep
+    from concept_eraser.methods.sfd import load_stage1
+
+    out = tmp_path / "digits-onestep"
+    result = run_blocking(build_digits_onestep(out_dir=out, steps=1, batch=2))
+    assert result["steps"] == 1
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    assert size < 3 * 2**20, size
+    one = load_model(str(out))
+    assert one.meta["one_step"]["t_init"] > 0 and one.summary.default_steps == 1
+    teacher = load_model("digits")
+    gen, fake, meta = load_stage1(teacher, str(out))
+    assert meta["teacher_sha256"] == teacher.summary.sha256
+    assert all(p.dtype == torch.float32 for p in gen.parameters())
