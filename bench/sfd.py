@@ -57,6 +57,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=40, help="stage-2 iterations")
     ap.add_argument("--teacher-cache", default=None, help="JSON file: reuse/store the teacher column")
     ap.add_argument("--teacher-only", action="store_true")
+    ap.add_argument("--teacher-wait", action="store_true", help="wait for --teacher-cache to appear")
     ap.add_argument("--out", default=None, help="folder for the SFD one-step model and grids")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -79,6 +80,8 @@ def main() -> int:
 
     def teacher_column():
         cache = Path(args.teacher_cache) if args.teacher_cache else None
+        while args.teacher_wait and cache and not cache.is_file():  # a parallel --teacher-only run fills it
+            time.sleep(10)
         if cache and cache.is_file():
             t_res = json.loads(cache.read_text())
         else:
@@ -125,8 +128,7 @@ def main() -> int:
     f_acc, f_preds, f_ips, grid = judged(sfd, judge, classes, args.per_class, steps=1)
     from PIL import Image
 
-    Image.fromarray(grid.images[:, :16].transpose(0, 2, 1, 3, 4).reshape(10 * 16, 16 * 16, 3)).resize(
-        (512, 320), Image.NEAREST).save(out / "sfd_grid.png")
+    Image.fromarray(grid.tiled()).save(out / "sfd_grid.png")
 
     t_res = teacher_column()  # after stage 2, so that a separate --teacher-only run can fill the cache meanwhile
     # back-to-back speed: the same 100 cells (10 classes x 10 seeds), teacher then one-step, twice each
