@@ -59,6 +59,10 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def sample_grid(bundle: ModelBundle, spec: SamplingSpec, ctx: JobContext) -> Generator[Event, None, Grid]:
+    if bundle.meta and bundle.meta.get("one_step"):  # a distilled one-step generator (SFD): one forward
+        from .one_step import sample_one_step
+
+        return (yield from sample_one_step(bundle, spec, ctx))
     check_rows(bundle, spec.rows)
     s = bundle.summary
     cells = [(r, c) for r in range(len(spec.rows)) for c in range(len(spec.seeds))]

@@ -19,6 +19,9 @@ def _collect() -> tuple[type[Method], ...]:
     from . import esd
 
     classes += [esd.EsdX, esd.EsdU, esd.EsdFull]
+    from .sfd import SFD
+
+    classes.append(SFD)
     return tuple(classes)
 
 
