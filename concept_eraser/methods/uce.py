@@ -81,6 +81,9 @@ class UCEConfig(MethodConfig):
     preserve: tuple[str, ...] = Field((), description="Extra concepts to preserve (placed in the contexts), "
                                       "besides the job's retain prompts; e.g. the concept's siblings.")
     preserve_prompts: tuple[str, ...] = Field((), description="Extra full prompts to preserve as they are.")
+    padding_weight: float = Field(1.0, ge=0.0, le=1.0, description="Weight of padding positions (after the end "
+                                  "token) among the erase and preserve keys; 0 leaves them out.",
+                                  json_schema_extra={"advanced": True})
 
     @field_validator("contexts")
     @classmethod
@@ -130,7 +133,7 @@ def _hidden(bundle: ModelBundle, prompts: list[str], batch: int = 64) -> torch.T
 
 
 def collect_keys(bundle: ModelBundle, concepts: list[str], guides: list[str], erase_prompts: list[str],
-                 preserve_prompts: list[str], tokens: str) -> KeySet:
+                 preserve_prompts: list[str], tokens: str, padding_weight: float = 1.0) -> KeySet:
     """Erase keys and token-aligned guide vectors for each concept in each of its erase prompts, and preserve keys.
 
     `erase_prompts` may hold prompts of any concept: each concept is looked up in each prompt (a prompt without a
@@ -138,7 +141,7 @@ def collect_keys(bundle: ModelBundle, concepts: list[str], guides: list[str], er
     """
     tok = bundle.tokenizer
     length = tok.model_max_length
-    rows: list[tuple[str, str, list[int], list[int]]] = []  # (prompt, guide prompt, erase pos, guide pos)
+    rows: list[tuple[str, str, list[int], list[int], list[float]]] = []  # prompt, guide, erase/guide pos, weights
     prefix: list[tuple[str, int]] = []  # (prompt, n positions before the concept) -> preserve
     for concept, guide in zip(concepts, guides, strict=True):
         cids = _content_ids(tok, concept)
@@ -168,7 +171,8 @@ def collect_keys(bundle: ModelBundle, concepts: list[str], guides: list[str], er
                     gpos.append(start + (t * k) // m if k else 0)
                 else:
                     gpos.append(min(q + k - m, length - 1))
-            rows.append((p, _replace(p, concept, guide), pos, gpos))
+            wts = [padding_weight if q >= len(ids) else 1.0 for q in pos]  # len(ids) = first padding position
+            rows.append((p, _replace(p, concept, guide), pos, gpos, wts))
             if start > 0:
                 prefix.append((p, start))
         if not found:
@@ -176,12 +180,20 @@ def collect_keys(bundle: ModelBundle, concepts: list[str], guides: list[str], er
     prompts = list(dict.fromkeys([r[0] for r in rows] + [r[1] for r in rows] + preserve_prompts))
     index = {p: i for i, p in enumerate(prompts)}
     hidden = _hidden(bundle, prompts)
-    erase = torch.cat([hidden[index[p], pos] for p, _, pos, _ in rows])
-    guide_v = torch.cat([hidden[index[g], gpos] for _, g, _, gpos in rows])
-    keep = [hidden[index[p], :n] for p, n in prefix] + [hidden[index[p]] for p in preserve_prompts]
+    root = [torch.tensor(w, dtype=torch.float64).sqrt()[:, None] for *_, w in rows]
+    erase = torch.cat([hidden[index[p], pos] * r for (p, _, pos, _, _), r in zip(rows, root, strict=True)])
+    guide_v = torch.cat([hidden[index[g], gpos] * r for (_, g, _, gpos, _), r in zip(rows, root, strict=True)])
+    keep = [hidden[index[p], :n] for p, n in prefix]
+    for p in preserve_prompts:
+        n = len(tok(p, truncation=True, max_length=length).input_ids)
+        w = torch.ones(length, 1, dtype=torch.float64)
+        w[n:] = padding_weight ** 0.5
+        keep.append(hidden[index[p]] * w)
     d = hidden.shape[-1]
     preserve = torch.cat(keep) if keep else torch.zeros(0, d, dtype=torch.float64)
-    return KeySet(erase, guide_v, preserve, [r[0] for r in rows])
+    keep_rows = preserve.norm(dim=1) > 0  # padding_weight 0 drops padding keys
+    erase_rows = erase.norm(dim=1) > 0
+    return KeySet(erase[erase_rows], guide_v[erase_rows], preserve[keep_rows], [r[0] for r in rows])
 
 
 def edit_matrix(keys: KeySet, erase_scale: float, preserve_scale: float, lamb: float) -> torch.Tensor:
@@ -241,14 +253,15 @@ class UCE(Method):
         retain = [str(r) for r in run.inputs.retain_items if r is not None]
         erase_prompts = _words_in_contexts(concepts, config.contexts) + list(config.erase_prompts)
         preserve = (_words_in_contexts(list(config.preserve), config.contexts) + list(config.preserve_prompts)
-                    + retain)
+                    + retain + [""])  # "" keeps the unconditional branch of classifier-free guidance
         clash = [p for p in preserve if any(c in p for c in concepts)]
         if clash:
             raise UserError(f"preserve prompt {clash[0]!r} contains a concept to erase; remove it from the retain "
                             "prompts or preserve texts")
         yield StageStarted("encode", total=None)
         with torch.no_grad():
-            keys = collect_keys(bundle, concepts, [guide] * len(concepts), erase_prompts, preserve, config.tokens)
+            keys = collect_keys(bundle, concepts, [guide] * len(concepts), erase_prompts, preserve, config.tokens,
+                                config.padding_weight)
             m = edit_matrix(keys, config.erase_scale, config.preserve_scale, config.lamb)
         yield Log("info", f"uce: {len(keys.erase)} erase keys from {len(keys.erase_prompts)} prompts, "
                   f"{len(keys.preserve)} preserve keys, guide {guide!r}")
