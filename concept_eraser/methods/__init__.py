@@ -16,8 +16,9 @@ METHOD_CLASSES: tuple[type[Method], ...] = ()  # filled from the explicit import
 def _collect() -> tuple[type[Method], ...]:
     classes: list[type[Method]] = []
     # Add one line per method module, in display order.
-    from . import uce
+    from . import esd, uce
 
+    classes += [esd.EsdX, esd.EsdU, esd.EsdFull]
     classes += [uce.UCE]
     return tuple(classes)
 
