@@ -235,7 +235,7 @@ class UCE(Method):
                 "paraphrases and attacks.",
         model_kinds=frozenset({"sd", "sdxl"}),
         needs=Needs(concept=True),
-        edits=("unet cross-attention to_k/to_v",),
+        edits=("unet",),  # only its attn2.to_k / attn2.to_v weights
     )
     Config = UCEConfig
     estimate = "seconds on a CPU (text encoding and one small solve per layer)"
