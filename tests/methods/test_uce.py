@@ -201,3 +201,65 @@ def test_check_refuses_class_conditional_models():
     spec = JobSpec(model=ModelSource(path="digits"), concepts=[Concept(label=3)])
     with pytest.raises(UserError, match="works on sd, sdxl"):
         UCE().check(summary, spec, UCEConfig())
+
+
+# ---------------------------------------------------------------- SDXL (same code: two encoders side by side)
+
+def _tiny_sdxl(folder):
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from tests.engine.tiny_sd import write_tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=4, use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=4,
+        projection_class_embeddings_input_dim=6 * 4 + 16, cross_attention_dim=32, norm_num_groups=4)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=4, sample_size=16)
+    write_tokenizer(folder / "_tok")
+    tok = CLIPTokenizer(str(folder / "_tok" / "vocab.json"), str(folder / "_tok" / "merges.txt"), model_max_length=12)
+    cfg = dict(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=2,
+               max_position_embeddings=12, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+               pad_token_id=tok.pad_token_id, projection_dim=16)
+    pipe = StableDiffusionXLPipeline(
+        unet=unet, vae=vae, text_encoder=CLIPTextModel(CLIPTextConfig(**cfg)), tokenizer=tok,
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**cfg)), tokenizer_2=tok,
+        scheduler=EulerDiscreteScheduler(num_train_timesteps=100, beta_schedule="scaled_linear"))
+    pipe.save_pretrained(folder / "model", safe_serialization=True)
+    return folder / "model"
+
+
+def test_sdxl_uses_the_same_code(tmp_path):
+    from concept_eraser.engine.loading import load_model
+    from concept_eraser.engine.unlearn import ForgetInputs, UnlearnRun
+    from concept_eraser.methods.uce import collect_keys
+    from concept_eraser.spec.jobspec import Concept, JobSpec, ModelSource, SampleRow
+
+    bundle = load_model(_tiny_sdxl(tmp_path))
+    assert bundle.summary.kind == "sdxl"
+    before = {k: v.clone() for k, v in bundle.unet.state_dict().items()}
+    spec = JobSpec(model=ModelSource(path=str(tmp_path / "model")), concepts=[Concept(text="cat")],
+                   anchor=Concept(text="dog"), retain=[SampleRow(prompt="a red circle")], method="uce")
+    inputs = ForgetInputs(concepts=spec.concepts, anchor=spec.anchor, retain=spec.retain)
+    method = UCE()
+    cfg = method.parse_config({"erase_scale": 100.0})
+    stats = run_blocking(method.run(UnlearnRun(bundle, spec, JobContext(), tmp_path, inputs), cfg))
+    changed = {k for k, v in bundle.unet.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {f"{n}.weight" for n, _ in kv_modules(bundle.unet)} and changed
+    assert stats["layers_edited"] == len(changed)
+    keys = collect_keys(bundle, ["cat"], ["dog"], ["cat", "a photo of cat"], ["a red circle"], "concept+after")
+    assert keys.erase.shape[1] == 32  # both encoders' hidden states side by side
+    name, mod = kv_modules(bundle.unet)[0]
+    w_new, w_old = mod.weight.double(), before[f"{name}.weight"].double()
+    was = (keys.erase @ w_old.T - keys.guide @ w_old.T).norm()
+    now = (keys.erase @ w_new.T - keys.guide @ w_old.T).norm()
+    assert now < 0.5 * was
