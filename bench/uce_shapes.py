@@ -1,6 +1,6 @@
 """UCE on the shapes demo: judged unlearning / retention before and after, per concept.
 
-    .venv/bin/python bench/uce_shapes.py [--concepts striped triangle] [--scale 1] [--guide striped=solid]
+    .venv/bin/python bench/uce_shapes.py [--runs striped=solid striped= triangle= striped=solid:holdout] [--samples 100]
 
 For a concept word w of attribute A (shape, colour or texture), with the demo's sampling defaults
 (DDIM 25 steps, guidance 3) and fixed seeds, the shapes judge scores:
@@ -51,14 +51,14 @@ def _combos(word: str, keep: bool) -> list[tuple[str, str, str]]:
     return out
 
 
-def erase_prompts(word: str) -> list[str]:
+def erase_prompts(word: str, templates: tuple[int, ...] = tuple(range(len(TEMPLATES)))) -> list[str]:
     """w in every caption template with every combination of the other attributes (the UCE erase contexts)."""
-    return list(dict.fromkeys(caption(*t, template=k) for t in _combos(word, True) for k in range(len(TEMPLATES))))
+    return list(dict.fromkeys(caption(*t, template=k) for t in _combos(word, True) for k in templates))
 
 
-def retain_prompts(word: str) -> list[str]:
+def retain_prompts(word: str, templates: tuple[int, ...] = tuple(range(len(TEMPLATES)))) -> list[str]:
     """The other values of w's attribute in every template and combination (the UCE preserve prompts)."""
-    return list(dict.fromkeys(caption(*t, template=k) for t in _combos(word, False) for k in range(len(TEMPLATES))))
+    return list(dict.fromkeys(caption(*t, template=k) for t in _combos(word, False) for k in templates))
 
 
 @dataclass
@@ -121,8 +121,13 @@ def judge_conditions(bundle, conds: list[Condition], judge, batch: int = 256) ->
     return out
 
 
-def run_uce(bundle, word: str, guide: str | None = None, **config) -> dict[str, float]:
-    """Edit `bundle` in place with UCE for `word`, the demo inputs above and `config` overrides; returns stats."""
+def run_uce(bundle, word: str, guide: str | None = None, holdout: bool = False, **config) -> dict[str, float]:
+    """Edit `bundle` in place with UCE for `word`, the demo inputs above and `config` overrides; returns stats.
+
+    holdout=True leaves template 0 ("a {c} {t} {s}", the one UA/IRA/CRA are measured on) out of the erase and
+    preserve prompts, so the measured prompts are unseen phrasings.
+    """
+    templates = tuple(range(1 if holdout else 0, len(TEMPLATES)))
     import tempfile
     from pathlib import Path
 
@@ -131,12 +136,12 @@ def run_uce(bundle, word: str, guide: str | None = None, **config) -> dict[str, 
     from concept_eraser.spec.jobspec import Concept, JobSpec, ModelSource, SampleRow
     from concept_eraser.spec.runloop import JobContext, run_blocking
 
-    retain = [SampleRow(prompt=p) for p in retain_prompts(word)]
+    retain = [SampleRow(prompt=p) for p in retain_prompts(word, templates)]
     anchor = Concept(text=guide) if guide else None
     spec = JobSpec(model=ModelSource(path="shapes"), concepts=[Concept(text=word)], anchor=anchor, retain=retain,
                    method="uce")
     method = UCE()
-    cfg = method.parse_config({"erase_prompts": erase_prompts(word), **config})
+    cfg = method.parse_config({"erase_prompts": erase_prompts(word, templates), **config})
     inputs = ForgetInputs(concepts=spec.concepts, anchor=spec.anchor, retain=spec.retain)
     with tempfile.TemporaryDirectory() as d:
         run = UnlearnRun(bundle, spec, JobContext(), Path(d), inputs)
@@ -158,29 +163,37 @@ def main() -> None:
     from concept_eraser.engine.loading import load_model
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--concepts", nargs="+", default=["striped", "triangle"])
-    ap.add_argument("--guide", nargs="*", default=[], help="word=guide pairs, e.g. striped=solid")
+    ap.add_argument("--runs", nargs="+", default=["striped=solid", "striped=", "triangle="],
+                    help="word=guide (empty guide = ''), optionally ':holdout'")
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    guides = dict(g.split("=", 1) for g in args.guide)
     judge = load_shapes_judge()
-    for word in args.concepts:
-        bundle = load_model("shapes")
+    bundle = load_model("shapes")
+    original = {k: v.clone() for k, v in bundle.unet.state_dict().items()}
+    before: dict[str, dict[str, float]] = {}
+    for item in args.runs:
+        spec, _, mode = item.partition(":")
+        word, _, guide = spec.partition("=")
         conds = conditions(word, args.samples)
-        before = judge_conditions(bundle, conds, judge)
+        bundle.unet.load_state_dict(original)
+        if word not in before:
+            t0 = time.perf_counter()
+            before[word] = judge_conditions(bundle, conds, judge)
+            print(f"(original model sampled and judged in {time.perf_counter() - t0:.0f} s)", flush=True)
         t0 = time.perf_counter()
-        stats = run_uce(bundle, word, guides.get(word))
+        stats = run_uce(bundle, word, guide or None, holdout=mode == "holdout")
         edit_s = time.perf_counter() - t0
         after = judge_conditions(bundle, conds, judge)
-        rel = {k: after[k] / before[k] if before[k] else float("nan") for k in ("IRA", "CRA")}
-        print(f"\n## forget {word!r}, guide {guides.get(word, '')!r}: edit {edit_s:.2f} s, "
+        b = before[word]
+        rel = {k: after[k] / b[k] if b[k] else float("nan") for k in ("IRA", "CRA")}
+        print(f"\n## forget {word!r}, guide {guide!r}{' (template 0 held out)' if mode else ''}: edit {edit_s:.2f} s, "
               f"{stats['erase_keys']:.0f} erase / {stats['preserve_keys']:.0f} preserve keys, residuals "
               f"erase {stats['erase_residual']:.3f} preserve {stats['preserve_residual']:.3f}")
         print("samples: " + ", ".join(f"{k[2:]} {v:.0f}" for k, v in after.items() if k.startswith("n ")))
-        print(table([("original", before), ("UCE", after)]))
-        print(f"IRA after/before {rel['IRA']:.3f}, CRA after/before {rel['CRA']:.3f}")
+        print(table([("original", b), ("UCE", after)]))
+        print(f"IRA after/before {rel['IRA']:.3f}, CRA after/before {rel['CRA']:.3f}", flush=True)
 
 
 if __name__ == "__main__":
