@@ -35,11 +35,19 @@ Which vectors (our reconstruction, documented because the paper leaves it to the
   concept token maps to the start token (as the 2025 code's "" guide does). Later positions map to the
   guide prompt's positions shifted by k − m (clamped to the last position).
 - Preserve keys: every position of each preserve prompt (the job's retain prompts, `preserve` texts placed
-  in the same contexts), plus the erase prompts' positions before the concept.
+  in the same contexts, and always "" so classifier-free guidance's unconditional branch keeps its values),
+  plus the erase prompts' positions before the concept. `padding_weight` < 1 down-weights padding keys.
+
+Choosing the guide: UCE maps the concept onto the guide, so the model then draws what it draws for the guide.
+With the empty guide it draws what the prompt without the concept gives, i.e. the model's prior for the
+missing attribute; on the shapes demo a prompt without a texture is striped 92% of the time, so forgetting
+"striped" needs a guide such as "solid", while "triangle" works with "" (shape-less prompts give squares).
+See bench/uce_shapes.py for the judged outcome.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -254,7 +262,7 @@ class UCE(Method):
         erase_prompts = _words_in_contexts(concepts, config.contexts) + list(config.erase_prompts)
         preserve = (_words_in_contexts(list(config.preserve), config.contexts) + list(config.preserve_prompts)
                     + retain + [""])  # "" keeps the unconditional branch of classifier-free guidance
-        clash = [p for p in preserve if any(c in p for c in concepts)]
+        clash = [p for p in preserve if any(re.search(rf"(?<!\w){re.escape(c)}(?!\w)", p) for c in concepts)]
         if clash:
             raise UserError(f"preserve prompt {clash[0]!r} contains a concept to erase; remove it from the retain "
                             "prompts or preserve texts")
