@@ -335,10 +335,16 @@ def cmd_erase(args) -> int:
         print(f"{outcome.method} finished in {outcome.seconds:.0f} s; wrote {outcome.run_dir}")
         for name, path in outcome.outputs.items():
             print(f"  {name:10} {path}")
-        width = max((len(k) for k in outcome.scores), default=0)
-        for k, v in outcome.scores.items():
-            print(f"  {k:{width}}  {v:.4g}")
+        main_keys = [k for k in SUMMARY_SCORES if k in outcome.scores] or list(outcome.scores)
+        for k in main_keys:
+            print(f"  {k:22}  {outcome.scores[k]:.4g}")
+        if len(main_keys) < len(outcome.scores):
+            print(f"  (all {len(outcome.scores)} scores in {outcome.outputs.get('scores')})")
     return _report(result)
+
+
+SUMMARY_SCORES = ("ua", "ua_before", "retain_drop_max", "ira", "ira_before", "cra", "cra_before", "pul",
+                  "lpips_retain", "ssim_distance_retain", "loss", "steps", "train_seconds", "seconds")
 
 
 def _with_grid_seeds(spec, seeds):

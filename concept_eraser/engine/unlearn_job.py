@@ -141,6 +141,31 @@ def save_model(bundle: ModelBundle, out: Path) -> Path:
         raise
 
 
+def _uint8(images) -> np.ndarray | None:
+    if images is None:
+        return None
+    from .sampling import to_uint8
+
+    return to_uint8(images)
+
+
+def _retention(before: Grid, after: Grid, sampling: SamplingSpec, inputs, scores: dict[str, float],
+               ) -> Generator[Event, None, None]:
+    """Same-seed LPIPS / SSIM distance on the display grid's retain rows (when the metrics are installed)."""
+    rows = [i for i, r in enumerate(sampling.rows) if r in inputs.retain]
+    if not rows:
+        return
+    try:
+        from concept_eraser.metrics.retention import retention_scores
+    except ImportError:
+        return
+    r = retention_scores(before, after, rows)
+    scores.update({f"{k}_retain": float(v) for k, v in r.scores.items()})
+    yield from r.events
+    for note in r.notes:
+        yield Log("warning", note)
+
+
 def _check_resume(run_dir: Path, spec: JobSpec) -> None:
     old = run_dir / "job.json"
     if not old.is_file():
@@ -203,7 +228,7 @@ def unlearn_job(spec: JobSpec, ctx: JobContext, run_dir: str | Path, resume: boo
     yield GridReady("before", before)
     eval_spec = eval_before = None
     if plan is not None:
-        eval_spec = SamplingSpec(rows=list(plan.rows), seeds=list(plan.seeds), steps=s.default_steps, batch_size=256)
+        eval_spec = plan.sampling_spec(steps=s.default_steps, batch_size=256)
         eval_before = yield from cached_grid(bundle, eval_spec, ctx, "sample_before")
 
     session.begin(method.info.edits)
@@ -223,11 +248,14 @@ def unlearn_job(spec: JobSpec, ctx: JobContext, run_dir: str | Path, resume: boo
         yield StageStarted("metrics")
         scores: dict[str, float] = {k: float(v) for k, v in (stats or {}).items()}
         scores["train_seconds"] = round(train_seconds, 2)
-        if eval_after is not None:
-            judged = scorer(plan, eval_before, eval_after)
-            scores.update({k: float(v) for k, v in judged.items()})
         for k, v in scores.items():
             yield MetricReady(k, v)
+        if eval_after is not None:
+            judged = scorer(plan, eval_before, eval_after, forget_images=_uint8(inputs.images))
+            for k, v in judged.items():
+                scores[k] = float(v)
+                yield MetricReady(k, float(v))
+        yield from _retention(before, after, sampling, inputs, scores)
         yield StageStarted("export")
         outputs["model"] = str(save_model(bundle, run_dir / "model"))
     except BaseException:
@@ -237,7 +265,8 @@ def unlearn_job(spec: JobSpec, ctx: JobContext, run_dir: str | Path, resume: boo
     save_png(before, run_dir / "before.png")
     save_png(after, run_dir / "after.png")
     scores["seconds"] = round(time.perf_counter() - t0, 2)
-    report = {"method": spec.method, "model_sha256": s.sha256, "scores": scores,
+    clean = {k: (None if v != v else v) for k, v in scores.items()}  # NaN -> null: valid JSON
+    report = {"method": spec.method, "model_sha256": s.sha256, "scores": clean,
               "sampling": sampling.model_dump(mode="json"), "eval_samples": samples if plan is not None else 0}
     outputs["scores"] = str(atomic_write_text(run_dir / "scores.json", json.dumps(report, indent=2) + "\n"))
     outputs["before"] = str(run_dir / "before.png")
