@@ -16,12 +16,11 @@ METHOD_CLASSES: tuple[type[Method], ...] = ()  # filled from the explicit import
 def _collect() -> tuple[type[Method], ...]:
     classes: list[type[Method]] = []
     # Add one line per method module, in display order.
-    from . import esd
+    from . import esd, sfd, uce
 
     classes += [esd.EsdX, esd.EsdU, esd.EsdFull]
-    from .sfd import SFD
-
-    classes.append(SFD)
+    classes += [uce.UCE]
+    classes += [sfd.SFD]
     return tuple(classes)
 
 
