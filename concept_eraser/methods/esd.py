@@ -24,9 +24,10 @@ with `params`; it also moves the other classes.
 
 Our addition (not in the paper): an optional retain-preservation term
 γ·‖ε_θ(x^r_k, c_r, t) − ε*(x^r_k, c_r, t)‖² on roll-outs of the retain rows (for class models,
-by default every other class and the null class). Its default weight is 0 for esd-x (not needed:
-the measured collateral damage stays within the target) and 1 for esd-u/esd-full on class models, where
-editing the shared trunk otherwise moves the other classes (see README's unlearning table).
+by default every other class and the null class). Default weight: 0 for esd-x (on class models its
+default group, the class embedding, cannot move other classes), 1 for esd-u/esd-full on class
+models, where editing the shared trunk otherwise moves the other classes. Measured outcomes (README):
+the digits/shapes targets are not met yet with these defaults.
 """
 
 from __future__ import annotations
