@@ -51,18 +51,21 @@ ADV = {"advanced": True}
 
 
 class VDUConfig(MethodConfig):
-    gamma: float = Field(3e-3, ge=0.0, le=1e6, description="Weight γ of the stability regularizer B (0 = plain "
-                         "gradient ascent, which destroys the model).")
+    gamma: float | None = Field(None, ge=0.0, le=1e6, description="Weight γ of the stability regularizer B (0 = "
+                                "plain gradient ascent, which destroys the model); default 3 for DDPMs, 0.03 for SD.")
     steps: int = Field(200, ge=1, le=100_000, description="Maximum optimizer steps (early stop may end sooner).")
-    lr: float = Field(1e-4, gt=0.0, le=1.0, description="Adam learning rate.")
+    lr: float | None = Field(None, gt=0.0, le=1.0, description="Adam learning rate; default 1e-4 for DDPMs, 3e-3 "
+                             "for SD (cross-attention only).")
     batch_size: int = Field(16, ge=1, le=1024, description="Forget images per step (drawn with replacement).")
     group: Literal["full", "non-cross-attn", "cross-attn", "kv", "text-encoder"] | None = Field(
         None, description="Parameters to train; default: full for DDPMs, cross-attn for Stable Diffusion.")
-    t_range: tuple[int, int] = Field((0, 1000), description="Training timesteps [low, high) for the forget loss.",
-                                     json_schema_extra=ADV)
+    t_range: tuple[int, int] | None = Field(None, description="Training timesteps [low, high) for the forget loss, on a "
+                                            "0-1000 scale (rescaled to the model's schedule); default the noisier "
+                                            "half (500-1000) for DDPMs, all for SD.",
+                                            json_schema_extra=ADV)
     hinge: float | None = Field(4.0, gt=1.0, le=1e6, description="Each draw's error counts up to this multiple of "
                                 "the original model's error (None: unbounded).", json_schema_extra=ADV)
-    stop_ratio: float | None = Field(2.0, gt=1.0, le=1e6, description="Stop once the forget images' error reaches "
+    stop_ratio: float | None = Field(3.5, gt=1.0, le=1e6, description="Stop once the forget images' error reaches "
                                      "this multiple of the original (None: run every step).")
     check_every: int = Field(25, ge=1, le=10_000, description="Steps between early-stop checks.", json_schema_extra=ADV)
     check_draws: int = Field(4, ge=1, le=64, description="(t, noise) draws per forget image in the early-stop check.",
@@ -84,9 +87,9 @@ class VDUConfig(MethodConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> VDUConfig:
-        lo, hi = self.t_range
-        if not 0 <= lo < hi:
-            raise ValueError(f"t_range must satisfy 0 <= low < high, got {self.t_range}")
+        lo, hi = self.t_range or (0, 1)
+        if not 0 <= lo < hi <= 1000:
+            raise ValueError(f"t_range must satisfy 0 <= low < high <= 1000, got {self.t_range}")
         if self.precision == "checkpoints" and len(self.checkpoints) < 2:
             raise ValueError("precision 'checkpoints' needs at least two checkpoint paths (the variance across them)")
         if self.precision != "checkpoints" and self.checkpoints:
@@ -136,14 +139,19 @@ class VDU(Method):
         bundle, inputs = run.bundle, run.inputs
         if inputs.images is None or len(inputs.images) == 0:
             raise UserError("vdu needs example images of what to forget")
-        group = config.group or ("cross-attn" if bundle.kind == "sd" else "full")
+        sd = bundle.kind == "sd"
+        group = config.group or ("cross-attn" if sd else "full")
+        gamma = config.gamma if config.gamma is not None else (0.03 if sd else 3.0)
+        lr = config.lr if config.lr is not None else (3e-3 if sd else 1e-4)
+        t_range = config.t_range or ((0, 1000) if sd else (500, 1000))
         params = select_params(bundle, group)
         n_train = bundle.scheduler.config.num_train_timesteps
-        lo, hi = config.t_range[0], min(config.t_range[1], n_train)
+        lo, hi = int(t_range[0] * n_train / 1000), int(min(t_range[1], 1000) * n_train / 1000)
         if lo >= hi:
-            raise UserError(f"t_range {config.t_range} is outside this model's 0..{n_train} timesteps")
+            raise UserError(f"t_range {t_range} is outside this model's 0..{n_train} timesteps")
         seed = run.spec.seed
-        yield Log("info", f"vdu: training {count(params):,} parameters ({group}); precision {config.precision}")
+        yield Log("info", f"vdu: training {count(params):,} parameters ({group}); precision {config.precision}, "
+                          f"γ {gamma}, lr {lr}, t in [{lo}, {hi})")
 
         # Forget data in the UNet's space and its conditioning (∅ when the images carry no item).
         x0 = dn.images_to_x0(bundle, inputs.images)
@@ -176,7 +184,7 @@ class VDU(Method):
             a_terms = torch.minimum(err, config.hinge * l_orig) if config.hinge is not None else err
             a = -a_terms.mean()
             b = sum(((p - theta_star[n]) ** 2 * precision[n]).sum() for n, p in params.items())
-            loss = a + config.gamma * b
+            loss = a + gamma * b
             return loss, {"loss": float(loss.detach()), "forget_error": float(err.detach().mean()),
                           "forget_ratio": float(err.detach().mean() / l_orig.mean()), "stability": float(b.detach())}
 
@@ -205,7 +213,7 @@ class VDU(Method):
                                       f"(threshold {config.stop_ratio})")
                     break
             end = min(total, (step // seg + 1) * seg)
-            settings = TrainSettings(steps=end, lr=config.lr, optimizer="adam", grad_clip=config.grad_clip, seed=seed)
+            settings = TrainSettings(steps=end, lr=lr, optimizer="adam", grad_clip=config.grad_clip, seed=seed)
             part = dataclasses.replace(run, resume=resume)
             gen = part.train(params, loss_fn, settings, extra={"vdu_group": group})
             try:
@@ -226,7 +234,7 @@ class VDU(Method):
             train_seconds += stats.get("train_seconds", 0.0)
             step = end
             resume = True
-        if not stopped and config.stop_ratio is not None:
+        if not stopped:
             ratio = check(params, theta_star)
         with torch.no_grad():
             drift = sum(float(((p - theta_star[n]) ** 2).sum()) for n, p in params.items())

@@ -64,7 +64,8 @@ def test_config_rejects(bad):
 
 def test_config_defaults_and_smoke():
     c = VDU().parse_config({})
-    assert c.precision == "fisher" and c.gamma > 0 and c.hinge is not None and c.stop_ratio is not None
+    assert c.precision == "fisher" and c.hinge is not None and c.stop_ratio is not None
+    assert c.gamma is None and c.lr is None and c.t_range is None and c.group is None  # per model kind
     assert VDUConfig.smoke().steps <= 2
     ok = VDU().parse_config({"precision": "checkpoints", "checkpoints": ["a", "b"]})
     assert ok.checkpoints == ("a", "b")
@@ -87,7 +88,7 @@ def test_check_refuses_missing_images_and_checkpoints(tmp_path):
 
 
 def test_normalise_precision_floors_and_caps():
-    raw = {"a": torch.tensor([0.0, 1.0, 2.0, 1e6]), "b": torch.zeros(4)}
+    raw = {"a": torch.tensor([0.0, 100.0, 200.0, 1e7]), "b": torch.ones(10_000)}
     p = normalise_precision(raw, floor=0.01, sigma2_floor=1e-3)
     allv = torch.cat([p["a"], p["b"]])
     assert (allv >= 0.01).all() and (allv <= 1000).all()
@@ -105,11 +106,13 @@ def test_fisher_is_positive_and_larger_for_parameters_that_matter(tmp_path, thre
     prec = normalise_precision(raw, cfg.precision_floor, cfg.sigma2_floor)
     allp = torch.cat([v.flatten() for v in prec.values()])
     assert (allp >= cfg.precision_floor).all() and (allp <= 1 / cfg.sigma2_floor).all()
-    # The generated samples use ∅ (the null class 10), class 0 and class 1: only those embedding rows matter.
+    # Unconditional forgetting: the model's own samples are drawn and scored under ∅ (the null class 10), so
+    # the null row of the class embedding matters and the rows of classes 0-9 get only the floor.
     emb = prec["unet.class_embedding.weight"]
-    used, unused = emb[[10, 0, 1]], emb[2:10]
-    assert torch.allclose(unused, torch.full_like(unused, cfg.precision_floor))
-    assert (used.mean(1) > 10 * cfg.precision_floor).all()
+    assert torch.allclose(emb[:10], torch.full_like(emb[:10], cfg.precision_floor))
+    assert emb[10].mean() > 10 * cfg.precision_floor
+    # the output layer (every prediction goes through it) is held tighter than the average weight
+    assert prec["unet.conv_out.weight"].mean() > 1.0
     assert all(not p.requires_grad for p in params.values())
 
 
@@ -152,17 +155,20 @@ def test_unconditional_share_of_threes_falls(tmp_path, threes):
 
     b = load_model("digits")
     judge = load_digits_judge()
-    spec = SamplingSpec(rows=[SampleRow()], seeds=list(range(300)), steps=10, batch_size=300)
+    spec = SamplingSpec(rows=[SampleRow()], seeds=list(range(240)), steps=8, batch_size=240)
     before = judge.predict(run_blocking(sample_grid(b, spec, JobContext())).images[0])
     cfg = VDU().parse_config(FAST)
     run_blocking(VDU().run(_run(b, threes, tmp_path), cfg))
     after = judge.predict(run_blocking(sample_grid(b, spec, JobContext())).images[0])
     n_before, n_after = int((before == 3).sum()), int((after == 3).sum())
-    assert n_before >= 20
+    assert n_before >= 15
     assert n_after <= 0.5 * n_before, (n_before, n_after, np.bincount(after, minlength=10))
 
 
-FAST = {"steps": 40, "batch_size": 8, "fisher_samples": 16, "fisher_draws": 1, "fisher_steps": 10}
+# Fast and strong (a weak anchor, every timestep): enough to show the direction in a few seconds of training;
+# the defaults and the full measurement are in bench/vdu_outcomes.py.
+FAST = {"steps": 40, "batch_size": 8, "gamma": 3e-3, "lr": 1e-4, "t_range": (0, 1000), "stop_ratio": None,
+        "fisher_samples": 16, "fisher_draws": 1, "fisher_steps": 10}
 
 
 # ---------------------------------------------------------------- resume and cancel
