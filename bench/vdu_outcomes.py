@@ -1,0 +1,177 @@
+"""VDU outcomes on the bundled demo models, judged by their classifiers. Prints tables. Not run in CI.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/vdu_outcomes.py [--only digits|shapes] [--uncond 1000]
+        [--seeds 25] [--config '{"gamma": 1.0}']
+
+digits: forget class 3 from 32 real scikit-learn images of 3, *unconditionally* (∅ = the null class).
+  Same noises before/after (seeds 0..N-1, DDIM 30 steps, unguided null class): PUL = 100·(n_before −
+  n_after)/n_before for samples judged 3, and every other class's share before/after.
+  Targets: PUL ≥ 90 and every other class's share within 2 points.
+shapes: forget "striped" and "triangle" (separate runs) from 32 procedural images of the concept (other
+  attributes random) with the concept text as their prompt. Prompts "a {colour} {texture} {shape}" over
+  all 48 combinations, `--seeds` seeds each (DDIM 25 steps, guidance 3), judged by shapes-judge:
+  UA  = 1 − accuracy of the concept's attribute on prompts that name the concept;
+  IRA = accuracy of that attribute on prompts that name another value of it (in-domain retain);
+  CRA = accuracy of the other attributes on prompts that do not name the concept (cross-domain retain).
+  Targets: UA ≥ 90%, IRA and CRA ≥ 90% of the original model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _vdu_run(bundle, images, concepts, run_dir: Path, config: dict, seed: int = 0):
+    from concept_eraser.engine.unlearn import ForgetInputs, UnlearnRun
+    from concept_eraser.methods.vdu import VDU
+    from concept_eraser.spec import JobContext, run_blocking
+    from concept_eraser.spec.jobspec import ForgetImage, JobSpec, ModelSource
+
+    spec = JobSpec(model=ModelSource(path=bundle.summary.name if hasattr(bundle.summary, "name") else "demo"),
+                   concepts=concepts, method="vdu", method_config=config, seed=seed,
+                   forget_images=[ForgetImage(path=f"forget_{i}.png") for i in range(len(images))])
+    run = UnlearnRun(bundle, spec, JobContext(), run_dir, ForgetInputs(list(concepts), None, [], images=images))
+    method = VDU()
+    cfg = method.parse_config(config)
+    t0 = time.perf_counter()
+    stats = run_blocking(method.run(run, cfg))
+    return stats, time.perf_counter() - t0
+
+
+def digits(n: int, config: dict) -> dict:
+    import numpy as np
+
+    from concept_eraser.demo.digits_data import load_digits_tensor
+    from concept_eraser.demo.digits_judge import load_digits_judge
+    from concept_eraser.engine.loading import load_model
+    from concept_eraser.engine.sampling import sample_grid
+    from concept_eraser.spec import JobContext, SampleRow, SamplingSpec, run_blocking
+
+    bundle = load_model("digits")
+    judge = load_digits_judge()
+    x, y = load_digits_tensor()
+    images = x[y == 3][:32] * 2 - 1
+    spec = SamplingSpec(rows=[SampleRow()], seeds=list(range(n)), steps=30, scheduler="ddim", batch_size=500)
+
+    def judged():
+        return judge.predict(run_blocking(sample_grid(bundle, spec, JobContext())).images[0])
+
+    before = judged()
+    with tempfile.TemporaryDirectory() as d:
+        stats, seconds = _vdu_run(bundle, images, [], Path(d), config)
+    after = judged()
+    sb, sa = np.bincount(before, minlength=10) / n, np.bincount(after, minlength=10) / n
+    nb, na = int((before == 3).sum()), int((after == 3).sum())
+    pul = 100 * (nb - na) / max(nb, 1)
+    worst = max(abs(sa[c] - sb[c]) for c in range(10) if c != 3) * 100
+    lines = [f"digits, unconditional (null class), forget 3 from 32 real images; {n} samples, DDIM 30 steps, "
+             f"same noises; VDU {seconds:.0f} s ({int(stats['steps'])} steps)",
+             f"PUL {pul:.1f}  (3s: {nb} -> {na})   worst other-class change {worst:.2f} points",
+             "class   before   after   change",
+             *[f"{c:>5}  {sb[c] * 100:6.1f}%  {sa[c] * 100:6.1f}%  {(sa[c] - sb[c]) * 100:+6.1f}" for c in range(10)],
+             f"the samples that were 3 are now judged: {np.bincount(after[before == 3], minlength=10).tolist()}"]
+    ok = pul >= 90 and worst <= 2.0
+    return {"pul": pul, "n_before": nb, "n_after": na, "before": sb.tolist(), "after": sa.tolist(),
+            "worst_other_change": worst, "seconds": seconds, "stats": stats, "ok": ok, "text": "\n".join(lines)}
+
+
+def shapes(seeds: int, config: dict, concepts=("striped", "triangle")) -> dict:
+    import numpy as np
+    import torch
+
+    from concept_eraser.demo.shapes_data import COLOURS, HEADS, SHAPES, TEXTURES, ShapeAttrs, draw
+    from concept_eraser.demo.shapes_judge import load_shapes_judge
+    from concept_eraser.engine.loading import load_model
+    from concept_eraser.engine.sampling import sample_grid
+    from concept_eraser.spec import JobContext, SampleRow, SamplingSpec, run_blocking
+    from concept_eraser.spec.jobspec import Concept
+
+    judge = load_shapes_judge()
+    triples = [(s, c, t) for s in SHAPES for c in COLOURS for t in TEXTURES]
+    prompts = [f"a {c} {t} {s}" for s, c, t in triples]
+    spec = SamplingSpec(rows=[SampleRow(prompt=p) for p in prompts], seeds=list(range(seeds)), steps=25,
+                        guidance=3.0, scheduler="ddim", batch_size=256)
+
+    def judged(bundle):
+        images = run_blocking(sample_grid(bundle, spec, JobContext())).images
+        preds = [judge.predict(images[i]) for i in range(len(prompts))]
+        return {h: np.stack([preds[i][h] == HEADS[h].index(triples[i][k]) for i in range(len(prompts))])
+                for k, h in enumerate(HEADS)}  # head -> (prompts, seeds) correct
+
+    def scores(correct, concept):
+        head = next(h for h, vals in HEADS.items() if concept in vals)
+        k = list(HEADS).index(head)
+        named = np.array([t[k] == concept for t in triples])
+        ua = 1 - correct[head][named].mean()
+        ira = correct[head][~named].mean()
+        cra = np.mean([correct[h][~named].mean() for h in HEADS if h != head])
+        return {"UA": float(ua), "IRA": float(ira), "CRA": float(cra), "n_forget": int(named.sum() * seeds),
+                "n_ira": int((~named).sum() * seeds)}
+
+    base = load_model("shapes")
+    before = judged(base)
+    out = {}
+    lines = [f"shapes: prompts 'a {{colour}} {{texture}} {{shape}}' (48), {seeds} seeds each, DDIM 25 steps, "
+             "guidance 3; judge shapes-judge",
+             "concept    model      UA      IRA     CRA    IRA/orig  CRA/orig  VDU time"]
+    for concept in concepts:
+        bundle = load_model("shapes")
+        rng = np.random.default_rng(123)
+        attrs = []
+        for _ in range(32):
+            a = [int(rng.integers(4)), int(rng.integers(4)), int(rng.integers(3))]
+            if concept in SHAPES:
+                a[0] = SHAPES.index(concept)
+            else:
+                a[2] = TEXTURES.index(concept)
+            attrs.append(ShapeAttrs(*a))
+        imgs = np.stack([draw(a, rng) for a in attrs])
+        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with tempfile.TemporaryDirectory() as d:
+            stats, seconds = _vdu_run(bundle, x, [Concept(text=concept)], Path(d), config)
+        b, a = scores(before, concept), scores(judged(bundle), concept)
+        rel_ira, rel_cra = a["IRA"] / max(b["IRA"], 1e-9), a["CRA"] / max(b["CRA"], 1e-9)
+        ok = a["UA"] >= 0.9 and rel_ira >= 0.9 and rel_cra >= 0.9
+        out[concept] = {"before": b, "after": a, "ira_rel": rel_ira, "cra_rel": rel_cra, "seconds": seconds,
+                        "stats": stats, "ok": ok}
+        lines.append(f"{concept:<10} original  {b['UA'] * 100:5.1f}%  {b['IRA'] * 100:5.1f}%  {b['CRA'] * 100:5.1f}%")
+        lines.append(f"{'':<10} VDU       {a['UA'] * 100:5.1f}%  {a['IRA'] * 100:5.1f}%  {a['CRA'] * 100:5.1f}%  "
+                     f"{rel_ira * 100:6.1f}%   {rel_cra * 100:6.1f}%   {seconds:.0f} s ({int(stats['steps'])} steps)")
+        lines.append(f"{'':<10} samples: forget {a['n_forget']}, in-domain retain {a['n_ira']}")
+    out["text"] = "\n".join(lines)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=("digits", "shapes"))
+    ap.add_argument("--uncond", type=int, default=1000, help="unconditional digits samples (same noises)")
+    ap.add_argument("--seeds", type=int, default=25, help="shapes seeds per prompt")
+    ap.add_argument("--config", default="{}", help="VDU config overrides (JSON); default settings otherwise")
+    ap.add_argument("--concepts", default="striped,triangle")
+    ap.add_argument("--json", help="also write the numbers here")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    config = json.loads(args.config)
+    result = {"config": config}
+    if args.only in (None, "digits"):
+        result["digits"] = digits(args.uncond, config)
+        print(result["digits"]["text"], flush=True)
+    if args.only in (None, "shapes"):
+        result["shapes"] = shapes(args.seeds, config, tuple(args.concepts.split(",")))
+        print(result["shapes"]["text"], flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
