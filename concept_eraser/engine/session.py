@@ -8,6 +8,7 @@ from the original weights.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +19,7 @@ from .bundle import ModelBundle
 @dataclass
 class Snapshot:
     states: dict[str, dict[str, torch.Tensor]]  # component -> state_dict on the CPU
+    meta: dict = field(default_factory=dict)  # bundle.meta (SFD marks its result "one_step" there)
 
     @classmethod
     def take(cls, bundle: ModelBundle, components: tuple[str, ...] | list[str]) -> Snapshot:
@@ -27,9 +29,10 @@ class Snapshot:
             if name not in mods:
                 continue
             states[name] = {k: v.detach().to("cpu", copy=True) for k, v in mods[name].state_dict().items()}
-        return cls(states)
+        return cls(states, copy.deepcopy(bundle.meta or {}))
 
     def restore(self, bundle: ModelBundle) -> None:
+        bundle.meta = copy.deepcopy(self.meta)
         mods = bundle.components()
         with torch.no_grad():
             for name, state in self.states.items():
