@@ -49,7 +49,8 @@ JudgeFn = Callable[[np.ndarray], np.ndarray]
 @dataclass
 class AttackResult:
     asr: float  # share of attempts judged as the concept after the attack
-    per_attempt: list[dict]  # {"attempt", "seed", "success", "judged", "loss_start", "loss_end"}
+    per_attempt: list[dict]  # {"attempt", "seed", "success", "plain_success", "loss_start", "loss_end"}
+    # loss_start/loss_end: the attack loss on a fixed check set (4 timesteps, fixed noises) before/after Adam
     embeddings: torch.Tensor  # SD: (N, k, D) adversarial token embeddings; class: (N, D) class vectors
     images: np.ndarray  # (N, H, W, 3) uint8 generated from the adversarial conditioning
     asr_plain: float = float("nan")  # the same judge on the edited model without the attack (0 optimiser steps)
@@ -201,8 +202,23 @@ def _optimise(edited, original, x0, cond_orig, make_cond, vectors: torch.Tensor,
     n_train = original.scheduler.config.num_train_timesteps
     vectors = vectors.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([vectors], lr=lr)
-    first = last = None
-    for step in range(steps):
+    # a fixed check set (4 timesteps spread over the schedule, noises from seed + 1) for loss_start / loss_end
+    g_eval = torch.Generator("cpu").manual_seed(seed + 1)
+    eval_ts = [int(t) for t in np.linspace(0.1, 0.9, 4) * n_train]
+    eval_noise = [torch.randn(x0.shape, generator=g_eval).to(original.device, original.dtype) for _ in eval_ts]
+
+    def check_loss(v) -> list[float]:
+        total = torch.zeros(n, dtype=torch.float64)
+        with torch.no_grad():
+            for t_i, eps in zip(eval_ts, eval_noise, strict=True):
+                t = torch.full((n,), t_i, device=original.device, dtype=torch.long)
+                x_t = add_noise(original, x0, eps, t)
+                d = make_cond(v, x_t, t).float() - predict(original, x_t, t, cond_orig).float()
+                total += (d ** 2).flatten(1).mean(1).double().cpu()
+        return (total / len(eval_ts)).tolist()
+
+    first = check_loss(vectors.detach())
+    for _ in range(steps):
         if ctx is not None:
             ctx.check_cancelled()
         t = torch.randint(0, n_train, (n,), generator=g).to(original.device)
@@ -217,10 +233,8 @@ def _optimise(edited, original, x0, cond_orig, make_cond, vectors: torch.Tensor,
         vectors.grad = grad
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if step == 0:
-            first = per.detach().cpu().tolist()
-        last = per.detach().cpu().tolist()
-    return vectors.detach(), first or [float("nan")] * n, last or [float("nan")] * n
+    last = check_loss(vectors.detach())
+    return vectors.detach(), first, last
 
 
 def _judge_all(judge_fn: JudgeFn, images: np.ndarray) -> np.ndarray:
