@@ -7,6 +7,8 @@
     judge-fid              judge_fid.py             Fréchet distance in the demo judge's features vs real images
     diffusion-classifier   diffusion_classifier.py  concept score with the original SD model as judge
 
+Helpers, not metrics: pairs.py (PairResult, same-seed pairing and resizing for lpips/ssim) and
+retention.py (retention_scores: both paired metrics as MetricReady events for the unlearn job).
 Importing this package is cheap (no torch); the metric modules import torch when used.
 """
 
