@@ -63,8 +63,8 @@ def _png_b64(img: np.ndarray, scale: int = 1) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _heat(per_cell: np.ndarray, cell: int) -> np.ndarray:
-    """(rows, cols) values in [0, 1] -> an RGB tile image, white (0) to red (1); NaN cells grey."""
+def _heat(per_cell: np.ndarray, like: Grid) -> np.ndarray:
+    """(rows, cols) values -> an image tiled exactly like `like.tiled()`: white (0) to red (max); NaN grey."""
     v = np.asarray(per_cell, dtype=float)
     hi = np.nanmax(v) if np.isfinite(v).any() else 1.0
     norm = np.clip(v / max(hi, 1e-8), 0, 1)
@@ -73,7 +73,9 @@ def _heat(per_cell: np.ndarray, cell: int) -> np.ndarray:
     rgb[..., 1] = np.nan_to_num(255 * (1 - norm)).astype(np.uint8)
     rgb[..., 2] = rgb[..., 1]
     rgb[~np.isfinite(v)] = (200, 200, 200)
-    return np.repeat(np.repeat(rgb, cell, 0), cell, 1)
+    h, w = like.images.shape[2:4]
+    cells = np.broadcast_to(rgb[:, :, None, None, :], (*v.shape, h, w, 3))
+    return Grid(np.ascontiguousarray(cells), like.row_labels, like.seeds).tiled()
 
 
 def _fmt(v) -> str:
@@ -106,8 +108,7 @@ def render_html(report: dict, before: Grid | None, after: Grid | None, heat: np.
         parts.append(f"<figure><img alt='after' src='{_png_b64(after.tiled(), scale)}'><figcaption>edited"
                      "</figcaption></figure>")
         if heat is not None and heat_name:
-            cell = before.images.shape[2] * scale
-            parts.append(f"<figure><img alt='heat' src='{_png_b64(_heat(heat, cell))}'><figcaption>per-cell "
+            parts.append(f"<figure><img alt='heat' src='{_png_b64(_heat(heat, before), scale)}'><figcaption>per-cell "
                          f"{html.escape(heat_name)} (white 0 → red max {np.nanmax(heat) if np.isfinite(heat).any() else 0:.3g};"
                          " grey: not a retain row)</figcaption></figure>")
     scores = report.get("scores", {})
