@@ -13,7 +13,7 @@ folder (its model/ is loaded and its job.json is the spec when none is given). S
              class embedding for class-conditional DDPMs), the interference matrix (more than one
              concept, or options["interference"])
 Options (all optional): leak_samples (8), leak_seed0 (2000), probes (user paraphrases), threshold
-(0.5), attack_attempts (8), attack_steps (40), attack_k (3), attack_lr (SD 0.01, class 0.05),
+(0.5), attack_attempts (8; 0 = no attack), attack_steps (40), attack_k (3), attack_lr (SD 0.01, class 0.05),
 interference (bool), steps (sampling steps; default the model's), grid_seeds (list).
 
 value["leaks"] is a list of {"test", "probe", "recognised", "recognised_before", "leaked", ...}:
@@ -240,7 +240,7 @@ def _leaks(orig, edit, spec: JobSpec, opts: dict, steps: int, ctx: JobContext):
     attempts = int(opts.get("attack_attempts", 8))
     a_steps = int(opts.get("attack_steps", 40))
     attacks = []
-    for c in spec.concepts:
+    for c in spec.concepts if attempts > 0 else []:
         judge, _ = recogniser(orig, c)
         seeds = list(range(int(opts.get("attack_seed0", 4000)), int(opts.get("attack_seed0", 4000)) + attempts))
         if s.conditioning == "text" and s.kind == "sd":

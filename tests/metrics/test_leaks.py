@@ -133,11 +133,9 @@ def test_evaluate_identical_models_gives_zero(digits_bundle, tmp_path, monkeypat
     state = {k: v for k, v in alexnet(weights=None).state_dict().items() if k.startswith("features.")}
     torch.save(state, tmp_path / ALEXNET_FILE)
     monkeypatch.setenv(ENV_VAR, str(tmp_path / ALEXNET_FILE))
-    monkeypatch.setenv("CONCEPT_ERASER_CACHE", str(tmp_path / "cache"))
     spec = JobSpec(model=ModelSource(path="digits"), concepts=[Concept(label=3)])
-    job = evaluate_job(digits_bundle, digits_bundle, spec, JobContext(), leaks=True, samples=4, out_dir=tmp_path,
-                       options={"steps": STEPS, "grid_seeds": [0, 1, 2], "leak_samples": 3, "attack_attempts": 4,
-                                "attack_steps": 1})
+    job = evaluate_job(digits_bundle, digits_bundle, spec, JobContext(), leaks=True, samples=2, out_dir=tmp_path,
+                       options={"steps": STEPS, "grid_seeds": [0], "attack_attempts": 2, "attack_steps": 1})
     result = run_blocking(job)
     rep = result.value
     sc = rep["scores"]
@@ -157,16 +155,14 @@ def test_evaluate_identical_models_gives_zero(digits_bundle, tmp_path, monkeypat
 def test_evaluate_shapes_paraphrase_leaks_in_report(shapes_bundle, weak_striped, tmp_path, monkeypatch):
     from concept_eraser.metrics.evaluate import evaluate_job
 
-    monkeypatch.setenv("CONCEPT_ERASER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CONCEPT_ERASER_ALEXNET", str(tmp_path / "absent.pth"))
     spec = JobSpec(model=ModelSource(path="shapes"), concepts=[Concept(text="striped")])
     rep = run_blocking(evaluate_job(shapes_bundle, weak_striped, spec, JobContext(), leaks=True, samples=2,
                                     out_dir=tmp_path, options={"steps": STEPS, "grid_seeds": [0, 1],
-                                                               "leak_samples": 4, "attack_attempts": 2,
-                                                               "attack_steps": 1}))
+                                                               "leak_samples": 4, "attack_attempts": 0}))
     rep = rep.value
     leaked = {r["probe"] for r in rep["leaks"] if r["leaked"]}
     assert "a red stripy circle" in leaked and "a red striped circle" not in leaked
-    assert rep["scores"]["paraphrase_leak_rate"] > 0
+    assert rep["scores"]["paraphrase_leak_rate"] > 0 and "attacks" not in rep
     html = (tmp_path / "report.html").read_text()
     assert "SSIM distance (LPIPS unavailable)" in html
