@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--attack-attempts", type=int, default=8)
     ap.add_argument("--attack-steps", type=int, default=20)
     ap.add_argument("--no-leaks", action="store_true")
+    ap.add_argument("--only", choices=["digits", "shapes"], help="one demo model only")
     args = ap.parse_args()
     import numpy as np
     import torch
@@ -66,6 +67,8 @@ def main() -> None:
     rows_out = []
     cases = {"digits": [Concept(label=3)], "shapes": [Concept(text="striped")]}
     for demo, concepts in cases.items():
+        if args.only and demo != args.only:
+            continue
         bundle = load_model(demo)
         plan = demo_eval_plan(demo, concepts, samples=args.samples)
         spec = SamplingSpec(rows=plan.rows, seeds=plan.seeds, steps=bundle.summary.default_steps, batch_size=256)
@@ -126,6 +129,7 @@ def leak_rows(bundle, demo: str, args) -> list[tuple[str, str, int, float]]:
     from concept_eraser.metrics.recognition import recogniser
 
     out = []
+    os.environ["CONCEPT_ERASER_CACHE"] = tempfile.mkdtemp()  # no cached original grids: time both models
     seeds = list(range(4000, 4000 + args.attack_attempts))
     if demo == "shapes":
         from concept_eraser.metrics.paraphrase import paraphrase_leaks
