@@ -16,6 +16,10 @@ METHOD_CLASSES: tuple[type[Method], ...] = ()  # filled from the explicit import
 def _collect() -> tuple[type[Method], ...]:
     classes: list[type[Method]] = []
     # Add one line per method module, in display order.
+    from .ovw import OVW
+    from .saddle import Saddle
+
+    classes += [OVW, Saddle]
     return tuple(classes)
 
 

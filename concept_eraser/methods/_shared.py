@@ -20,7 +20,8 @@ Defaults (the same for both methods; the methods' docstrings repeat them):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,7 +31,6 @@ from pydantic import Field
 from concept_eraser.engine import denoise
 from concept_eraser.engine.bundle import ModelBundle
 from concept_eraser.engine.denoise import Cond, CondItem
-from concept_eraser.engine.training import Originals
 from concept_eraser.engine.unlearn import UnlearnRun
 from concept_eraser.spec.jobspec import JobSpec
 from concept_eraser.spec.registry import MethodConfig
@@ -44,7 +44,7 @@ GROUPS = ("auto", "cross-attn", "kv", "non-cross-attn", "full")
 class IntegrityConfig(MethodConfig):
     """Settings OVW and Saddle share."""
 
-    steps: int = Field(150, ge=1, le=100_000, description="Optimizer steps.")
+    steps: int = Field(100, ge=1, le=100_000, description="Optimizer steps.")
     lr: float = Field(0.0, ge=0.0, le=1.0, description="Learning rate; 0 = per model kind (ddpm-cond 3e-3, sd 1e-3).")
     param_group: Literal["auto", "cross-attn", "kv", "non-cross-attn", "full"] = Field(
         "auto", description="What is trained. auto: ddpm-cond 'cross-attn' (class embedding + the class/time "
@@ -290,9 +290,24 @@ def help_batch(bundle: ModelBundle, plan: Plan, pools: Pools, config: IntegrityC
     return torch.cat([rx, fx]), torch.cat([rt, ft]), r_items + u_items
 
 
-def teacher(originals: Originals, bundle: ModelBundle, x_t, t, cond: Cond) -> torch.Tensor:
-    with originals.active():
-        return denoise.predict(bundle, x_t, t, cond).detach()
+@contextmanager
+def only_forget_rows(params: dict[str, torch.nn.Parameter], plan: Plan) -> Iterator[None]:
+    """ddpm-cond: while training, only the forget classes' rows of the class embedding get gradients; the
+    retained classes' and ∅'s rows stay exactly as they were (Adam would otherwise turn the help term's tiny
+    gradients on them into full-size steps)."""
+    p = params.get("unet.class_embedding.weight")
+    labels = [i for i in plan.forget if isinstance(i, int)]
+    if p is None or not labels:
+        yield
+        return
+    mask = torch.zeros(p.shape[0], 1, dtype=p.dtype, device=p.device)
+    mask[labels] = 1
+    p.requires_grad_(True)  # the training loop sets it too (and clears it at the end)
+    handle = p.register_hook(lambda grad: grad * mask)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def prepare(run: UnlearnRun, config: IntegrityConfig, want_anchor: bool):

@@ -107,7 +107,8 @@ class OVW(Method):
         settings = TrainSettings(steps=config.steps, lr=_shared.resolve_lr(config, bundle), optimizer="adam",
                                  grad_clip=config.grad_clip, checkpoint_every=config.checkpoint_every,
                                  seed=run.spec.seed)
-        stats = yield from run.train(params, loss_fn, settings, extra={"anchor": repr(plan.anchors[0])})
+        with _shared.only_forget_rows(params, plan):
+            stats = yield from run.train(params, loss_fn, settings, extra={"anchor": repr(plan.anchors[0])})
         stats = {**stats, "trained_parameters": float(count(params))}
         run.stats.update(stats)
         return stats
