@@ -82,9 +82,9 @@ def digits_part(key: str, cache: dict) -> dict:
 
     judge = load_digits_judge()
     bundle = load_model("digits")
-    before = cached("digits_before", lambda: digits_grid(bundle))
     res = unlearn(bundle, "digits", key, Concept(label=3))
     after = digits_grid(bundle)
+    before = cached("digits_before", lambda: digits_grid(load_model("digits")))
     acc_b = [float((judge.predict(before[c]) == c).mean()) for c in range(10)]
     acc_a = [float((judge.predict(after[c]) == c).mean()) for c in range(10)]
     judged3 = float((judge.predict(after[3]) == 3).mean())
@@ -120,9 +120,10 @@ def shapes_part(word: str, cache: dict) -> dict:
         preds = [judge.predict(images[i]) for i in range(len(prompts))]
         return preds
 
-    before = cached("shapes_before", lambda: np.asarray(run_blocking(sample_grid(bundle, spec, JobContext())).images))
     res = unlearn(bundle, "shapes", "ovw", Concept(text=word))
     after = np.asarray(run_blocking(sample_grid(bundle, spec, JobContext())).images)
+    before = cached("shapes_before", lambda: np.asarray(run_blocking(sample_grid(load_model("shapes"), spec,
+                                                                                 JobContext())).images))
     head = next(h for h, vals in HEADS.items() if word in vals)
     others = [h for h in HEADS if h != head]
     idx = {"shape": 0, "colour": 1, "texture": 2}
