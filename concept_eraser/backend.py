@@ -2,25 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from concept_eraser.spec.events import GridReady, JobResult
-from concept_eraser.spec.jobspec import DeviceSpec, ModelSource, SamplingSpec
+from concept_eraser.spec.jobspec import DeviceSpec, JobSpec, ModelSource, SamplingSpec
+from concept_eraser.spec.registry import ExportFormat, MethodCard, MetricInfo
 from concept_eraser.spec.runloop import JobContext, UserError
-from concept_eraser.spec.summary import DemoModel
+from concept_eraser.spec.summary import DemoModel, ModelSummary
 
 
 class LocalBackend:
     def __init__(self) -> None:
-        self.bundle = None  # the loaded model (a ModelBundle), owned by the jobs that run on the worker thread
+        from concept_eraser.engine.session import Session
+
+        self.session = Session()  # the loaded model, owned by the jobs that run on the worker thread
+
+    @property
+    def bundle(self):
+        return self.session.bundle
 
     def demo_models(self) -> list[DemoModel]:
         from concept_eraser.engine.catalog import demo_models
 
         return demo_models()
 
+    def methods(self) -> list[MethodCard]:
+        from concept_eraser.methods import cards
+
+        return cards()
+
+    def metrics(self) -> list[MetricInfo]:
+        return []
+
+    def export_formats(self, summary: ModelSummary) -> list[ExportFormat]:
+        return []
+
     def load(self, source: ModelSource, ctx: JobContext, device: DeviceSpec | None = None):
         from concept_eraser.engine.jobs import load_job
 
-        self.bundle = yield from load_job(source, ctx, device)
+        self.session.set_bundle((yield from load_job(source, ctx, device)))
         return JobResult("finished", value=self.bundle.summary)
 
     def sample(self, spec: SamplingSpec, ctx: JobContext):
@@ -31,3 +51,22 @@ class LocalBackend:
         grid = yield from sample_grid(self.bundle, spec, ctx)
         yield GridReady("sample", grid)
         return JobResult("finished", value=grid)
+
+    def unlearn(self, spec: JobSpec, ctx: JobContext, run_dir: str, resume: bool = False, samples: int = 100):
+        """Reuses the loaded model when it is the job's model (same source), else loads the job's."""
+        from concept_eraser.engine.unlearn_job import unlearn_job
+
+        b = self.bundle
+        same = b is not None and spec.model.path in (b.summary.source, b.summary.name) and (
+            spec.model.sha256 in (None, b.summary.sha256))
+        if not same:
+            self.session.set_bundle(None)  # type: ignore[arg-type]
+        return (yield from unlearn_job(spec, ctx, run_dir, resume=resume, session=self.session, samples=samples))
+
+    def evaluate(self, run_dir: str, ctx: JobContext, leaks: bool = False, options: dict[str, Any] | None = None):
+        raise UserError("evaluating a finished run is not available yet")
+        yield  # pragma: no cover
+
+    def export(self, run_dir: str, fmt: str, out: str, ctx: JobContext, options: dict[str, Any] | None = None):
+        raise UserError("export is not available yet; the edited model is in the run folder's model/")
+        yield  # pragma: no cover

@@ -258,6 +258,123 @@ def cmd_run_demo(args) -> int:
     return rc
 
 
+def _concept(text: str):
+    from concept_eraser.spec import Concept
+
+    t = text.strip()
+    return Concept(label=int(t)) if re.fullmatch(r"\d+", t) else Concept(text=t)
+
+
+def _set_value(raw: str):
+    """--set values: JSON when it parses (numbers, true/false/null, lists), else the plain string."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def erase_spec(args):
+    """The JobSpec of `concept-eraser erase`: a job file, with any flags given on top of it."""
+    from concept_eraser.spec import ForgetImage, ModelSource, SampleRow, load_job
+
+    base = load_job(args.job) if args.job else None
+    if base is None and not args.model:
+        raise UserError("give --model (a demo name, folder or file) or --job FILE")
+    if base is None and not args.method:
+        raise UserError("give --method (see concept-eraser methods)")
+    data = base.model_dump(mode="json") if base else {"model": ModelSource(path=args.model).model_dump(mode="json")}
+    if args.model and base is not None:
+        data["model"] = ModelSource(path=args.model).model_dump(mode="json")
+    if args.method:
+        data["method"] = args.method
+    if args.forget:
+        data["concepts"] = [_concept(f).model_dump(mode="json") for f in args.forget]
+    if args.forget_images:
+        data["forget_images"] = [ForgetImage(path=p).model_dump(mode="json") for p in args.forget_images]
+    if args.anchor:
+        data["anchor"] = _concept(args.anchor).model_dump(mode="json")
+    if args.retain:
+        data["retain"] = [SampleRow.parse(r).model_dump(mode="json") for r in args.retain]
+    cfg = dict(data.get("method_config") or {})
+    for item in args.set or []:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: write it as key=value, e.g. --set lr=1e-4")
+        k, v = item.split("=", 1)
+        cfg[k.strip()] = _set_value(v.strip())
+    if args.steps is not None:
+        cfg["steps"] = args.steps
+    data["method_config"] = cfg
+    if args.seed is not None:
+        data["seed"] = args.seed
+    if args.device:
+        data["device"] = {**(data.get("device") or {}), "device": args.device}
+    if args.seeds:
+        seeds = parse_seeds(args.seeds)
+        sampling = data.get("sampling")
+        if sampling:
+            data["sampling"] = {**sampling, "seeds": seeds}
+        else:
+            data["_grid_seeds"] = seeds
+    grid_seeds = data.pop("_grid_seeds", None)
+    from concept_eraser.spec import parse_job
+
+    spec = parse_job(data)
+    return spec, grid_seeds
+
+
+def cmd_erase(args) -> int:
+    from concept_eraser.engine.unlearn_job import unlearn_job
+
+    spec, grid_seeds = erase_spec(args)
+    if grid_seeds is not None:
+        spec = _with_grid_seeds(spec, grid_seeds)
+    ctx = JobContext(cancel=CancelToken(), device=spec.device.device)
+    result = drive(unlearn_job(spec, ctx, args.out, resume=args.resume, samples=args.samples), ctx.cancel)
+    if result.ok:
+        outcome = result.value
+        print(f"{outcome.method} finished in {outcome.seconds:.0f} s; wrote {outcome.run_dir}")
+        for name, path in outcome.outputs.items():
+            print(f"  {name:10} {path}")
+        main_keys = [k for k in SUMMARY_SCORES if k in outcome.scores] or list(outcome.scores)
+        for k in main_keys:
+            print(f"  {k:22}  {outcome.scores[k]:.4g}")
+        if len(main_keys) < len(outcome.scores):
+            print(f"  (all {len(outcome.scores)} scores in {outcome.outputs.get('scores')})")
+    return _report(result)
+
+
+SUMMARY_SCORES = ("ua", "ua_before", "retain_drop_max", "ira", "ira_before", "cra", "cra_before", "pul",
+                  "lpips_retain", "ssim_distance_retain", "loss", "steps", "train_seconds", "seconds")
+
+
+def _with_grid_seeds(spec, seeds):
+    """A JobSpec whose before/after grid uses `seeds` (rows as the default grid would choose them)."""
+    from concept_eraser.spec import SampleRow, SamplingSpec
+
+    rows = [SampleRow(label=c.label) if c.label is not None else SampleRow(prompt=c.text) for c in spec.concepts]
+    rows += [r for r in spec.retain if r not in rows][:4]
+    if not rows:
+        return spec
+    return spec.model_copy(update={"sampling": SamplingSpec(rows=rows, seeds=seeds)})
+
+
+def cmd_methods(args) -> int:
+    from concept_eraser.methods import cards
+
+    items = cards()
+    if args.json:
+        print(json.dumps([{"key": c.info.key, "title": c.info.title, "paper": c.info.paper,
+                           "kinds": sorted(c.info.model_kinds), "defaults": c.defaults} for c in items], indent=2))
+        return EXIT_OK
+    for c in items:
+        print(f"{c.info.key:12} {', '.join(sorted(c.info.model_kinds)):22} {c.info.title}")
+        print(f"{'':12} {c.info.summary}")
+        if args.verbose:
+            for name, prop in c.config_schema.get("properties", {}).items():
+                print(f"{'':14}{name} = {c.defaults.get(name)!r}: {prop.get('description', '')}")
+    return EXIT_OK
+
+
 def _report(result: JobResult) -> int:
     if result.status == "finished":
         return EXIT_OK
@@ -301,6 +418,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("methods", help="list the registered unlearning methods")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("-v", "--verbose", action="store_true", help="show every setting with its default")
+    s.set_defaults(func=cmd_methods)
+
+    s = sub.add_parser("erase", help="make a model forget a concept (before/after grids, scores, edited model)")
+    s.add_argument("--job", help="a job file (.json or .toml); flags given as well override it")
+    s.add_argument("--model", help="demo name, diffusers folder, or .safetensors/.ckpt file")
+    s.add_argument("--method", help="method key (concept-eraser methods)")
+    s.add_argument("--forget", action="append", help="class label (3) or concept text; repeatable")
+    s.add_argument("--forget-images", nargs="+", help="example images (files or folders) of what to forget")
+    s.add_argument("--anchor", help="class label or text the forgotten concept should turn into")
+    s.add_argument("--retain", nargs="+", help="rows that must stay: class labels, prompts, 'uncond'")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="a method setting, e.g. --set lr=1e-4")
+    s.add_argument("--steps", type=int, help="optimizer steps (the method's 'steps' setting)")
+    s.add_argument("--seeds", nargs="+", help="grid seeds, e.g. 0-7 (default 0-7)")
+    s.add_argument("--seed", type=int, help="training seed (default 0)")
+    s.add_argument("--samples", type=int, default=100,
+                   help="judged samples per row for the demo models' scores (0 = none)")
+    s.add_argument("--device", help="auto, cpu, cuda, mps")
+    s.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    s.add_argument("--out", required=True, help="run folder")
+    s.set_defaults(func=cmd_erase)
 
     s = sub.add_parser("demo", help="build or measure the bundled demo models")
     dsub = s.add_subparsers(dest="demo_command", required=True)

@@ -156,19 +156,20 @@ def train(params: dict[str, torch.nn.Parameter], loss_fn: LossFn, settings: Trai
             step += 1
             stats = scalars
             yield Progress("unlearn", step, settings.steps, scalars)
-            if run_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0:
+            if (run_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0
+                    and accelerator.is_main_process):
                 save_checkpoint(run_dir, step, params, optimizer, extra)
             if preview is not None and ctx.preview_every and step % ctx.preview_every == 0 and step < settings.steps:
                 yield from preview(step)
     except JobCancelled:
-        if run_dir is not None and step > start:
+        if run_dir is not None and step > start and accelerator.is_main_process:
             save_checkpoint(run_dir, step, params, optimizer, extra)
         raise
     finally:
         for p in plist:
             p.requires_grad_(False)
             p.grad = None
-    if run_dir is not None:
+    if run_dir is not None and accelerator.is_main_process:
         save_checkpoint(run_dir, step, params, optimizer, extra)
     stats = {**stats, "steps": float(step), "train_seconds": time.perf_counter() - t0}
     return stats

@@ -5,6 +5,12 @@ previews, logs) and returns a dict of final statistics. Trained methods hand a l
 `concept_eraser.engine.training.train`, which owns the optimizer, gradient clipping, accumulation,
 cancel, checkpoints and resume; closed-form methods (UCE) edit tensors directly. The engine restores
 the loaded model when a run fails or is cancelled, so a method never has to clean up.
+
+Inputs: `run.inputs` (engine.unlearn.ForgetInputs) holds the concepts, anchor, retain rows (for class
+models, every class not forgotten when the job names none) and the example images (pixels in [-1, 1],
+N x C x H x W at the model's native size) loaded from the job's forget images. A Config field
+`generate: int` asks the engine to add that many images per concept made by the original model (cached
+per model hash, concept and seeds); `engine.inputs.generate_anchor_images(...)` does the same for the anchor.
 """
 
 from __future__ import annotations

@@ -1,0 +1,146 @@
+"""Unlearning quality of the registered methods on the demo tasks: erasure, retention, time, peak memory.
+
+    .venv/bin/python bench/unlearn_quality.py [--methods esd-x esd-full] [--tasks digits-3 shapes-striped]
+                                              [--samples 100] [--set key=value ...] [--out runs/bench]
+Each (method, task) runs in its own process (so its peak RSS is its own) through the unlearn job with the
+method's default settings, and the judged scores of the demo models (metrics.judged). Prints a table.
+Tasks: digits-3 (forget class 3 by label), digits-images (forget by example images of 3, unconditional
+PUL; methods that take images), shapes-striped, shapes-triangle (esd-x-style concept erasure by text).
+Not run in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TASKS = {
+    "digits-3": {"model": "digits", "kind": "ddpm-cond", "concepts": [{"label": 3}]},
+    "digits-images": {"model": "digits", "kind": "ddpm-cond", "images": 3},
+    "shapes-striped": {"model": "shapes", "kind": "sd", "concepts": [{"text": "striped"}]},
+    "shapes-triangle": {"model": "shapes", "kind": "sd", "concepts": [{"text": "triangle"}]},
+}
+
+
+def _digit_images(folder: Path, label: int, n: int = 32) -> str:
+    from PIL import Image
+
+    from concept_eraser.demo.digits_data import load_digits_tensor, to_uint8_rgb
+
+    x, y = load_digits_tensor()
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(to_uint8_rgb(x[y == label][:n])):
+        Image.fromarray(img).save(folder / f"{label}_{i:03d}.png")
+    return str(folder)
+
+
+def run_one(method: str, task: str, samples: int, sets: list[str], out: Path) -> dict:
+    import resource
+
+    import torch
+
+    from concept_eraser.engine.unlearn_job import unlearn_job
+    from concept_eraser.spec import JobContext, guarded, parse_job, run_blocking
+
+    torch.set_num_threads(1)
+    t = TASKS[task]
+    cfg = {}
+    for item in sets:
+        k, v = item.split("=", 1)
+        try:
+            cfg[k] = json.loads(v)
+        except json.JSONDecodeError:
+            cfg[k] = v
+    data = {"model": {"path": t["model"]}, "method": method, "method_config": cfg, "concepts": t.get("concepts", [])}
+    if "images" in t:
+        data["forget_images"] = [{"path": _digit_images(out / "forget_images", t["images"])}]
+    spec = parse_job(data)
+    t0 = time.perf_counter()
+    result = run_blocking(guarded(unlearn_job(spec, JobContext(preview_every=0), out / f"{method}_{task}",
+                                              samples=samples)))
+    seconds = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
+    if not result.ok:
+        return {"method": method, "task": task, "error": result.error}
+    s = result.value.scores
+    return {"method": method, "task": task, "scores": {k: v for k, v in s.items() if v == v}, "seconds": seconds,
+            "train_seconds": s.get("train_seconds"), "peak_rss_mib": rss}
+
+
+def fits(cls, task: str) -> bool:
+    t = TASKS[task]
+    if t["kind"] not in cls.info.model_kinds:
+        return False
+    if "images" in t:
+        return cls.info.needs.forget_images or not cls.info.needs.concept
+    return not cls.info.needs.forget_images or cls.info.needs.concept
+
+
+def fmt(r: dict) -> str:
+    if "error" in r:
+        return f"| {r['method']} | {r['task']} | failed: {r['error']} | | | | |"
+    s = r["scores"]
+    if r["task"].startswith("digits"):
+        erasure = (f"UA {s.get('ua', float('nan')) * 100:.1f}% (judged 3: {s.get('acc_after/3', float('nan')) * 100:.1f}%)"
+                   if "acc_after/3" in s else f"PUL {s.get('pul', float('nan')):.1f}")
+        retention = (f"max drop {s.get('retain_drop_max', float('nan')) * 100:.1f} pt; "
+                     f"IRA {s.get('ira_before', 0) * 100:.1f}→{s.get('ira', 0) * 100:.1f}%")
+    else:
+        erasure = f"UA {s.get('ua_before', 0) * 100:.1f}→{s.get('ua', 0) * 100:.1f}%"
+        retention = (f"IRA {s.get('ira_before', 0) * 100:.1f}→{s.get('ira', 0) * 100:.1f}% (rel {s.get('ira_rel', 0):.2f}); "
+                     f"CRA {s.get('cra_before', 0) * 100:.1f}→{s.get('cra', 0) * 100:.1f}% (rel {s.get('cra_rel', 0):.2f})")
+    lp = s.get("ssim_distance_retain")
+    extra = f"{lp:.3f}" if lp is not None else "-"
+    return (f"| {r['method']} | {r['task']} | {erasure} | {retention} | {extra} | {r['train_seconds']:.0f} / "
+            f"{r['seconds']:.0f} | {r['peak_rss_mib']:.0f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", nargs="+")
+    p.add_argument("--tasks", nargs="+", choices=list(TASKS))
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--out", default="runs/bench")
+    p.add_argument("--one", nargs=2, metavar=("METHOD", "TASK"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    out = Path(args.out)
+    if args.one:
+        print("RESULT " + json.dumps(run_one(*args.one, args.samples, args.set, out)))
+        return
+    from concept_eraser.engine.catalog import demo_models
+    from concept_eraser.methods import METHOD_CLASSES
+
+    ready = {m.name for m in demo_models() if m.available}
+    rows = []
+    print(f"judged samples per row: {args.samples}; time = training / whole job (s); peak RSS of the job's process",
+          file=sys.stderr)
+    header = ("| method | task | erasure | retention | SSIM dist. (retain rows) | time (s) | peak RSS (MiB) |\n"
+              "|---|---|---|---|---|---|---|")
+    for cls in METHOD_CLASSES:
+        if args.methods and cls.info.key not in args.methods:
+            continue
+        for task in args.tasks or list(TASKS):
+            if not fits(cls, task) or TASKS[task]["model"] not in ready:
+                continue
+            cmd = [sys.executable, __file__, "--one", cls.info.key, task, "--samples", str(args.samples),
+                   "--out", str(out)] + [f"--set={s}" for s in args.set]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            r = json.loads(line[7:]) if line else {"method": cls.info.key, "task": task,
+                                                   "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+            rows.append(r)
+            print(fmt(r) if rows[1:] else header + "\n" + fmt(r), flush=True)
+    (out / "unlearn_quality.json").parent.mkdir(parents=True, exist_ok=True)
+    (out / "unlearn_quality.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
