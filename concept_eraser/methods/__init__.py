@@ -16,9 +16,10 @@ METHOD_CLASSES: tuple[type[Method], ...] = ()  # filled from the explicit import
 def _collect() -> tuple[type[Method], ...]:
     classes: list[type[Method]] = []
     # Add one line per method module, in display order.
-    from . import esd
+    from . import advunlearn, esd
 
     classes += [esd.EsdX, esd.EsdU, esd.EsdFull]
+    classes += [advunlearn.AdvUnlearn]
     return tuple(classes)
 
 
