@@ -39,6 +39,13 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _cfg(method: str, sets: list[str]) -> dict:
     cfg = {}
     for item in sets:
@@ -72,6 +79,7 @@ def run_case(method: str, concept: str, samples: int, attempts: int, sets: list[
                                               bundle=bundle, session=Session(bundle), samples=samples)))
     seconds = time.perf_counter() - t0
     rss = _rss_mib()
+    cpu = _cpu_seconds()
     if not result.ok:
         return {"method": method, "concept": concept, "error": result.error}
     s = {k: v for k, v in result.value.scores.items() if v == v}
@@ -96,7 +104,7 @@ def run_case(method: str, concept: str, samples: int, attempts: int, sets: list[
         hits += [a["success"] for a in r.per_attempt]
         plain += [a["plain_success"] for a in r.per_attempt]
     return {"method": method, "concept": concept, "scores": s, "seconds": seconds,
-            "train_seconds": s.get("train_seconds"), "peak_rss_mib": rss, "asr": float(np.mean(hits)),
+            "train_seconds": s.get("train_seconds"), "job_cpu_seconds": cpu, "peak_rss_mib": rss, "asr": float(np.mean(hits)),
             "asr_plain": float(np.mean(plain)), "attempts": len(hits), "attack_seconds": time.perf_counter() - ta,
             "attack_prompts": prompts}
 
