@@ -16,12 +16,13 @@ METHOD_CLASSES: tuple[type[Method], ...] = ()  # filled from the explicit import
 def _collect() -> tuple[type[Method], ...]:
     classes: list[type[Method]] = []
     # Add one line per method module, in display order.
-    from . import esd, ovw, saddle, sfd, uce, vdu
+    from . import advunlearn, esd, ovw, saddle, sfd, uce, vdu
 
     classes += [esd.EsdX, esd.EsdU, esd.EsdFull]
     classes += [uce.UCE]
     classes += [ovw.OVW, saddle.Saddle]
     classes += [vdu.VDU]
+    classes += [advunlearn.AdvUnlearn]
     classes += [sfd.SFD]
     return tuple(classes)
 
