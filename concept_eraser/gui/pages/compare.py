@@ -103,7 +103,10 @@ class ComparePage(Page):
         self._on_outcome()
 
     def _metric_titles(self) -> dict[str, str]:
-        return {m.key: m.title for m in self.state.offer("metrics", default=[])}
+        titles = {m.key: m.title for m in self.state.offer("metrics", default=[])}
+        for m in self.state.offer("metrics", default=[]):  # the unlearn job's scores: lpips_retain, ssim_distance_retain
+            titles.setdefault(m.key.replace("-", "_") + "_retain", f"{m.title} (retain rows)")
+        return titles
 
     def _on_outcome(self) -> None:
         out = self.state.outcome
@@ -113,6 +116,12 @@ class ComparePage(Page):
         heat = self.state.per_cell[keys[0]] if keys else None
         self.compare.set_heat(heat)
         self.heat_check.setEnabled(heat is not None)
+        # Named after what it shows: without the LPIPS weights the engine gives only the SSIM distance.
+        title = self._metric_titles().get(keys[0], keys[0]) if keys else "LPIPS"
+        self.heat_key = keys[0] if keys else None
+        self.heat_check.setText(f"{title} &heat overlay")
+        self.heat_check.setToolTip(f"Colour each after cell by its {title} to the same-seed before cell (red = changed; "
+                                   "cells without a value stay clear).")
         self.leak_button.setEnabled(out is not None)
         self.leak_table.setRowCount(0)
         self.leak_status.setText("")
