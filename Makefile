@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 run: $(STAMP)
 	$(PY) -m concept_eraser.gui --model digits
 
-# The headless demo: erase one digit from the digits demo and print the before/after scores (no window).
+# The headless demo (no window): same-seed grids from the bundled digits and shapes models into runs/demo/.
 demo: $(STAMP)
 	$(PY) -m concept_eraser run-demo
 
