@@ -7,6 +7,12 @@ Samples the evaluation plan's grid once per demo (digits: forget class 3, 11 row
 numbers are non-trivial; for digits also the unconditional samples of the forget class), then times every metric on the pair. LPIPS uses the real AlexNet backbone
 when it is installed; otherwise an AlexNet-shaped file of random tensors, for timing only (same
 compute; its values are not LPIPS and are not printed). Prints a table. Not run in CI.
+
+Leak tests (--leak-samples 8 --attack-attempts 8 --attack-steps 20; --no-leaks skips them) are timed
+with the original model in both roles (the cost does not depend on the edit): the paraphrase test
+(shapes: every built-in probe of "striped", sampled by both models; time per probe), and the attack
+(shapes: soft prompt with k=3 tokens; digits: class embedding; time per attempt = optimisation +
+two generations, adversarial and plain).
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=20, help="seeds per row")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--leak-samples", type=int, default=8, help="seeds per paraphrase probe")
+    ap.add_argument("--attack-attempts", type=int, default=8)
+    ap.add_argument("--attack-steps", type=int, default=20)
+    ap.add_argument("--no-leaks", action="store_true")
     args = ap.parse_args()
     import numpy as np
     import torch
@@ -99,6 +109,9 @@ def main() -> None:
             rows_out.append((demo, f"  (same on the original's striped samples = {dcb.mean:+.4f}, "
                                    f"wins {dcb.win_rate:.2f})", len(forget_b), float("nan")))
 
+        if not args.no_leaks:
+            rows_out += leak_rows(bundle, demo, args)
+
     print(f"\nmetric cost, {args.samples} seeds per row, {torch.get_num_threads()} thread(s), float32 CPU")
     print("| model | metric | images (pairs for lpips/ssim) | s per grid | ms per image |")
     print("|---|---|---|---|---|")
@@ -106,6 +119,33 @@ def main() -> None:
         per = "" if t != t else f"{1000 * t / n:.2f}"
         sec = "" if t != t else f"{t:.2f}"
         print(f"| {demo} | {what} | {n} | {sec} | {per} |")
+
+
+def leak_rows(bundle, demo: str, args) -> list[tuple[str, str, int, float]]:
+    from concept_eraser.metrics.attack import attack_class, attack_sd
+    from concept_eraser.metrics.recognition import recogniser
+
+    out = []
+    seeds = list(range(4000, 4000 + args.attack_attempts))
+    if demo == "shapes":
+        from concept_eraser.metrics.paraphrase import paraphrase_leaks
+
+        res, t = timed(paraphrase_leaks, bundle, bundle, ["striped"], samples=args.leak_samples)
+        n = len(res.probes)
+        out.append((demo, f"paraphrase leaks: {n} probes x {args.leak_samples} seeds x 2 models (per probe: s / "
+                          f"{n})", 2 * n * args.leak_samples, t))
+        out.append((demo, "  per probe", 2 * args.leak_samples, t / n))
+        judge, _ = recogniser(bundle, "striped")
+        res, t = timed(attack_sd, bundle, bundle, "a red striped circle", None, judge, k=3,
+                       steps=args.attack_steps, seeds=seeds)
+        label = f"soft-prompt attack k=3, {args.attack_steps} Adam steps, ASR {res.asr:.2f} (unedited)"
+    else:
+        judge, _ = recogniser(bundle, 3)
+        res, t = timed(attack_class, bundle, bundle, 3, None, judge, steps=args.attack_steps, seeds=seeds)
+        label = f"class-embedding attack, {args.attack_steps} Adam steps, ASR {res.asr:.2f} (unedited)"
+    out.append((demo, label + f", {len(seeds)} attempts", 3 * len(seeds), t))
+    out.append((demo, "  per attempt (targets + optimisation + 2 generations)", 3, t / len(seeds)))
+    return out
 
 
 if __name__ == "__main__":

@@ -76,8 +76,23 @@ class LocalBackend:
         return (yield from unlearn_job(spec, ctx, run_dir, resume=resume, session=self.session, samples=samples))
 
     def evaluate(self, run_dir: str, ctx: JobContext, leaks: bool = False, options: dict[str, Any] | None = None):
-        raise UserError("evaluating a finished run is not available yet")
-        yield  # pragma: no cover
+        """Scores (and leak tests) of a finished run folder against its job's original model; writes
+        report.json/report.html into the run folder (or options["out"]). options: samples (judged samples
+        per row, default 100), original (another original model), and the leak-test options of
+        metrics.evaluate. Reuses the loaded model when it is the run's original and holds no edits."""
+        from concept_eraser.metrics.evaluate import evaluate_job, resolve_edited
+
+        opts = dict(options or {})
+        samples = int(opts.pop("samples", 100))
+        out = opts.pop("out", None)
+        original = opts.pop("original", None)
+        _, spec, _ = resolve_edited(run_dir)
+        b = self.bundle
+        if original is None and spec is not None and b is not None and self.session.original is None and spec.model.path in (
+                b.summary.source, b.summary.name) and spec.model.sha256 in (None, b.summary.sha256):
+            original = b
+        return (yield from evaluate_job(original, run_dir, None, ctx, leaks=leaks, samples=samples, out_dir=out,
+                                        options=opts))
 
     def export(self, run_dir: str, fmt: str, out: str, ctx: JobContext, options: dict[str, Any] | None = None):
         """options: force, rank (lora), seeds / verify_steps, config_dir; JobResult.value is the verify report."""

@@ -340,6 +340,10 @@ def cmd_erase(args) -> int:
             print(f"  {k:22}  {outcome.scores[k]:.4g}")
         if len(main_keys) < len(outcome.scores):
             print(f"  (all {len(outcome.scores)} scores in {outcome.outputs.get('scores')})")
+    if result.ok and getattr(args, "evaluate", False):
+        code = _report(result)
+        print(f"evaluating {result.value.run_dir}" + (" with leak tests" if args.leaks else ""))
+        return code or _evaluate(None, result.value.run_dir, None, args.leaks, args.samples, None, ctx)
     return _report(result)
 
 
@@ -388,6 +392,55 @@ def cmd_apply(args) -> int:
         r = result.value
         print(f"applied {r['applied']} {r['patch']} (scale {r['scale']:g}) to {r['base']}; wrote {r['out']}")
     return _report(result)
+
+
+def _evaluate(original, edited, spec, leaks: bool, samples: int, out, ctx, options=None) -> int:
+    from concept_eraser.metrics.evaluate import evaluate_job
+
+    result = drive(evaluate_job(original, edited, spec, ctx, leaks=leaks, samples=samples, out_dir=out,
+                                options=options), ctx.cancel)
+    if result.ok:
+        report = result.value
+        for k, v in report["scores"].items():
+            if not (k.startswith(("acc_", "share_", "pul/", "retain_drop/", "dc_score"))):
+                print(f"  {k:28}  {v:.4g}" if isinstance(v, float) else f"  {k:28}  {v}")
+        for row in report.get("leaks", []):
+            flag = "LEAK" if row["leaked"] else "ok"
+            before = row.get("recognised_before")
+            b = f"{before:.2f} -> " if isinstance(before, float) else ""
+            print(f"  [{flag:4}] {row['test']:10} {b}{row['recognised']:.2f}  {row['probe']}")
+        for name, path in result.outputs.items():
+            print(f"  {name:12} {path}")
+    return _report(result)
+
+
+def cmd_evaluate(args) -> int:
+    from concept_eraser.spec import Concept, ModelSource, load_job
+
+    spec = load_job(args.job) if args.job else None
+    if args.forget:
+        from concept_eraser.metrics.evaluate import resolve_edited
+
+        base = spec or resolve_edited(args.edited)[1]
+        concepts = [_concept(f) for f in args.forget]
+        if base is None:
+            from concept_eraser.spec import JobSpec
+
+            if not args.original:
+                raise UserError("give --original with --forget when the edited model is not a run folder")
+            base = JobSpec(model=ModelSource(path=args.original), concepts=concepts)
+        spec = base.model_copy(update={"concepts": [c if isinstance(c, Concept) else Concept(text=str(c))
+                                                    for c in concepts]})
+    if args.out is None and not (os.path.isdir(args.edited) and os.path.isfile(os.path.join(args.edited, "job.json"))):
+        raise UserError("give --out (the edited model is not a run folder to write the report into)")
+    options = {}
+    for item in args.set or []:
+        key, _, raw = item.partition("=")
+        options[key.strip()] = _set_value(raw)
+    if args.probe:
+        options["probes"] = args.probe
+    ctx = JobContext(cancel=CancelToken(), device=args.device or "auto")
+    return _evaluate(args.original, args.edited, spec, args.leaks, args.samples, args.out, ctx, options)
 
 
 SUMMARY_SCORES = ("ua", "ua_before", "retain_drop_max", "ira", "ira_before", "cra", "cra_before", "pul",
@@ -488,6 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="auto, cpu, cuda, mps")
     s.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     s.add_argument("--out", required=True, help="run folder")
+    s.add_argument("--evaluate", action="store_true", help="then write report.json/report.html into the run folder")
+    s.add_argument("--leaks", action="store_true", help="with --evaluate: also run the leak tests")
     s.set_defaults(func=cmd_erase)
 
     s = sub.add_parser("export", help="export a run's edited model (diffusers, single file, delta, LoRA) and verify it")
@@ -509,6 +564,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config-dir", help="local diffusers folder with the component configs (single-file bases)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_apply)
+
+    s = sub.add_parser("evaluate", help="score an edited model against its original (report.json, report.html)")
+    s.add_argument("--original", help="the original model (default: the run's job.json model)")
+    s.add_argument("--edited", required=True, help="a run folder (from erase) or an edited model")
+    s.add_argument("--job", help="a job file saying what was erased (default: the run's job.json)")
+    s.add_argument("--forget", action="append", help="what was erased (class label or text); overrides the job")
+    s.add_argument("--leaks", action="store_true", help="also run the leak tests (paraphrases, attack, interference)")
+    s.add_argument("--samples", type=int, default=100, help="judged samples per row (demo models)")
+    s.add_argument("--probe", action="append", help="an extra paraphrase prompt (repeatable)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="leak-test option: leak_samples, attack_attempts, attack_steps, attack_k, attack_lr, "
+                        "threshold, interference, steps")
+    s.add_argument("--device", help="auto, cpu, cuda, mps")
+    s.add_argument("--out", help="folder for report.json/report.html (default: the run folder)")
+    s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("demo", help="build or measure the bundled demo models")
     dsub = s.add_subparsers(dest="demo_command", required=True)

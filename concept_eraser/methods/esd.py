@@ -15,9 +15,12 @@ Three registered variants differ only in the parameter group they train (`engine
   esd-u     everything except cross-attention (global concepts)       group "non-cross-attn"
   esd-full  the whole UNet                                            group "full"
 
-Reconstruction, not the paper: class-conditional DDPMs ("ddpm-cond") have no cross-attention; the
-analogue we train for esd-x is the class-conditioning path (class embedding and each resnet's
-time/class projection; see engine/params.py), ∅ is the null class, and a concept is a class label.
+Reconstruction, not the paper: class-conditional DDPMs ("ddpm-cond") have no cross-attention; ∅ is
+the null class and a concept is a class label. For esd-x the analogue we train by default is the class
+embedding (group "kv": the concept's only way into the network, as the text keys/values are in SD);
+only the forgotten class's row receives gradients, so every other class stays bit-identical. The
+wider class path (embedding + each resnet's time/class projection, group "cross-attn") can be chosen
+with `params`; it also moves the other classes.
 
 Our addition (not in the paper): an optional retain-preservation term
 γ·‖ε_θ(x^r_k, c_r, t) − ε*(x^r_k, c_r, t)‖² on roll-outs of the retain rows (for class models,
@@ -47,7 +50,7 @@ Group = Literal["cross-attn", "kv", "non-cross-attn", "full"]
 
 
 class EsdConfig(MethodConfig):
-    steps: int = Field(150, ge=1, le=100_000, description="Optimizer steps (the paper: 1000; new code: 200).")
+    steps: int = Field(100, ge=1, le=100_000, description="Optimizer steps (the paper: 1000; new code: 200).")
     lr: float | None = Field(
         None, gt=0, le=1.0,
         description="Learning rate. None = automatic: 1e-5 (the paper's) for models over 100 M parameters, "
@@ -66,7 +69,8 @@ class EsdConfig(MethodConfig):
     checkpoint_every: int = Field(0, ge=0, description="Write checkpoint.pt every N steps (0 = at the end and "
                                   "when cancelled).", json_schema_extra={"advanced": True})
     params: Group | None = Field(None, description="Parameter group to train; None = the variant's own "
-                                 "(esd-x: cross-attn, esd-u: non-cross-attn, esd-full: full).")
+                                 "(esd-x: cross-attn, on class models kv = the class embedding; esd-u: "
+                                 "non-cross-attn; esd-full: full).")
     retain_weight: float | None = Field(
         None, ge=0.0, le=100.0,
         description="Weight of the retain-preservation term (our addition). None = the variant's default: "
@@ -85,6 +89,9 @@ class _Esd(Method):
     def default_retain_weight(self, kind: str) -> float:
         return 0.0
 
+    def default_group(self, kind: str) -> str:
+        return self.group
+
     def run(self, run: UnlearnRun, config: EsdConfig) -> Generator[Event, None, dict[str, float]]:
         from concept_eraser.engine import denoise
         from concept_eraser.engine.params import count, select_params
@@ -92,10 +99,12 @@ class _Esd(Method):
 
         bundle = run.bundle
         kind = bundle.summary.kind
-        params = select_params(bundle, config.params or self.group)
+        group = config.params or self.default_group(kind)
+        params = select_params(bundle, group)
         n_params = count(params)
         big = bundle.summary.parameters > 100e6
-        lr = config.lr if config.lr is not None else (1e-5 if big else 3e-4)
+        lr = config.lr if config.lr is not None else (1e-5 if big else 1e-2 if group == "kv" and kind == "ddpm-cond"
+                                                      else 3e-4)
         n_roll = config.rollout_steps or (50 if big else 20)
         gamma = config.retain_weight if config.retain_weight is not None else self.default_retain_weight(kind)
         forget = run.inputs.forget_items
@@ -146,7 +155,7 @@ class _Esd(Method):
         settings = TrainSettings(steps=config.steps, lr=lr, optimizer="adam", grad_clip=config.grad_clip,
                                  grad_accum=config.grad_accum, checkpoint_every=config.checkpoint_every,
                                  seed=run.spec.seed, mixed_precision=_mixed_precision(bundle))
-        stats = yield from run.train(params, loss_fn, settings, extra={"group": config.params or self.group})
+        stats = yield from run.train(params, loss_fn, settings, extra={"group": group})
         return {**stats, "trained_values": float(n_params), "lr": lr, "retain_weight": gamma}
 
 
@@ -162,6 +171,11 @@ _NEEDS = Needs(concept=True)
 
 class EsdX(_Esd):
     group = "cross-attn"
+
+    def default_group(self, kind: str) -> str:
+        # Class models: the class embedding is what text keys/values are to SD (the only path the concept
+        # enters by); training just its row for the forgotten class leaves every other class bit-identical.
+        return "kv" if kind == "ddpm-cond" else "cross-attn"
     info = MethodInfo(
         key="esd-x", title="ESD-x (cross-attention)", paper=PAPER,
         summary="Fine-tunes cross-attention so the concept's prompt is steered away from it (styles, "
