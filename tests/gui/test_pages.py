@@ -259,6 +259,8 @@ def test_config_form_optional_fields_have_an_auto_box(qtbot):
     form.set_schema(schema)
     assert form.values() == {"lr": None, "params": None, "clip": 1.0}
     assert not form.editors["lr"].isEnabled() and form.editors["clip"].isEnabled()
+    assert form.editors["lr"].text() == "automatic" and form.editors["params"].currentText() == "automatic"
+    assert "params" not in form.auto_checks  # an optional enum has an "automatic" item instead
     form.set_values({"lr": 1e-4, "params": "full", "clip": None})
     assert form.values() == {"lr": 1e-4, "params": "full", "clip": None}
     form.auto_checks["lr"].setChecked(True)

@@ -97,6 +97,7 @@ class ComparePage(Page):
         row.addLayout(side, 2)
         self.layout_.addLayout(row, 1)
         self.report: dict[str, Any] | None = None
+        self.leak_options: dict[str, Any] = {}  # extra leak-test options (e.g. attack_steps) for evaluate()
         state.outcome_changed.connect(self._on_outcome)
         state.runner.event.connect(self._on_event)
         state.runner.done.connect(self._on_done)
@@ -157,8 +158,9 @@ class ComparePage(Page):
         if self.state.backend is None or not self.state.run_dir:
             return False
         ctx = self.state.new_context()
-        if not self.state.runner.start("evaluate", self.state.backend.evaluate(self.state.run_dir, ctx, leaks=True),
-                                       ctx.cancel):
+        options = {"samples": self.state.eval_samples(), **self.leak_options}
+        if not self.state.runner.start("evaluate", self.state.backend.evaluate(self.state.run_dir, ctx, leaks=True,
+                                                                               options=options), ctx.cancel):
             return False
         self.leak_status.setText("Running the leak test…")
         self.leak_button.setEnabled(False)

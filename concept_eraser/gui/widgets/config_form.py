@@ -4,7 +4,8 @@ One explicit table maps schema types to editors: integer -> QSpinBox, number -> 
 boolean -> QCheckBox, enum/Literal -> QComboBox, anything else -> QLineEdit. minimum/maximum (and the
 exclusive variants) become the editor's limits, `description` its tooltip, and fields marked
 `advanced: true` go into a collapsible Advanced section. An optional field (pydantic `X | None`: anyOf with a
-null branch) gets the editor of X plus an "auto" check box: checked means None (the method decides).
+null branch) means None = automatic (the method decides): an enum gets a first item "automatic"; other types
+get the editor of X plus an "auto" check box, and the disabled editor reads "automatic".
 """
 
 from __future__ import annotations
@@ -138,6 +139,9 @@ class ConfigFormWidget(QWidget):
         for name, raw in schema.get("properties", {}).items():
             prop, nullable = _nullable(schema, _resolve(schema, raw))
             editor, kind = self._editor(prop)
+            if nullable and kind == "enum":
+                editor.insertItem(0, "automatic", None)
+                nullable = False  # the combo's own "automatic" item is None
             editor.setObjectName(f"field_{name}")
             tip = prop.get("description", "")
             if kind in ("integer", "number"):
@@ -157,7 +161,7 @@ class ConfigFormWidget(QWidget):
                 auto.setObjectName(f"auto_{name}")
                 auto.setAccessibleName(f"{prop.get('title', name)}: automatic")
                 auto.setToolTip("Let the method choose (see the field's tooltip); uncheck to set a value.")
-                auto.toggled.connect(lambda on, e=editor: e.setEnabled(not on))
+                auto.toggled.connect(lambda on, n=name: self._on_auto(n, on))
                 auto.toggled.connect(self.changed)
                 row.addWidget(editor, 1)
                 row.addWidget(auto)
@@ -207,15 +211,29 @@ class ConfigFormWidget(QWidget):
         edit.textChanged.connect(self.changed)
         return edit, "string"
 
+    def _on_auto(self, name: str, on: bool) -> None:
+        editor = self.editors[name]
+        editor.setEnabled(not on)
+        if isinstance(editor, QSpinBox | QDoubleSpinBox):  # reads "automatic" (shown at the minimum) while auto
+            if on:
+                editor.setSpecialValueText("automatic")
+                editor.setValue(editor.minimum())
+            else:
+                editor.setSpecialValueText("")
+        elif isinstance(editor, QLineEdit):
+            editor.setPlaceholderText("automatic" if on else "")
+
     def _set(self, name: str, value: Any) -> None:
         editor, kind = self.editors[name], self._types[name]
         auto = self.auto_checks.get(name)
         if auto is not None:
             auto.setChecked(value is None)
-            editor.setEnabled(value is not None)
+            self._on_auto(name, value is None)
         if value is None:
             if kind == "string":
                 editor.setText("")
+            elif kind == "enum" and editor.count() and editor.itemData(0) is None:
+                editor.setCurrentIndex(0)  # "automatic"
             return
         if kind == "enum":
             i = editor.findData(value)
