@@ -314,7 +314,7 @@ class LossPlotWidget(QWidget):
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         fm = p.fontMetrics()
-        left, bottom = fm.horizontalAdvance("0.000") + 10, fm.height() + 8
+        left, bottom = fm.horizontalAdvance("0.000000") + 10, fm.height() + 8
         area = QRect(left, 8, self.width() - left - 10, self.height() - bottom - 12)
         p.fillRect(area, self.palette().base())
         p.setPen(self.palette().mid().color())
