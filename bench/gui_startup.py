@@ -81,7 +81,7 @@ def main() -> int:
     run.start()
     wait(lambda: not window.runner.busy)
     timer.stop()
-    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
     for k, v in marks.items():
         print(f"{k:22} {v:7.2f} s")
     print(f"{'run (' + str(args.steps) + ' steps)':22} {time.monotonic() - t_run:7.2f} s  "

@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--out", default="docs/screenshots")
     parser.add_argument("--backend", choices=("fake", "real"), default=os.environ.get("SCREENSHOT_BACKEND", "real"))
     parser.add_argument("--demo", default="digits")
-    parser.add_argument("--steps", type=int, default=None, help="ESD-x optimizer steps (default: real 40, fake 200)")
+    parser.add_argument("--steps", type=int, default=None, help="ESD-x optimizer steps (default: real 100, the method default; fake 200)")
     parser.add_argument("--text-demo", default="shapes", help="also shoot Forget/Keep for this text model ('' skips)")
     args = parser.parse_args()
     out = Path(args.out)
@@ -54,7 +54,7 @@ def main() -> int:
     from concept_eraser.gui.main_window import MainWindow
 
     fake = args.backend == "fake"
-    steps = args.steps or (200 if fake else 40)
+    steps = args.steps or (200 if fake else 100)
     if not fake:  # a short real run: judged scores on 16 samples per row, previews every 5 steps
         settings = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "concept_eraser", "concept_eraser")
         settings.setValue("eval_samples", 16)

@@ -28,6 +28,13 @@ from ..widgets.images import MODE_TITLES, MODES, CompareWidget
 from .base import Page
 
 
+def _fmt(value: Any) -> str:
+    """Scores as read: 40 (a count), 0.0466, 207.2, 1.2e-05."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+
+
 class ComparePage(Page):
     title = "6 · Compare"
     subtitle = "The same seeds before and after. The forgotten rows should change; the rest should not."
@@ -148,7 +155,7 @@ class ComparePage(Page):
             name = QTableWidgetItem(titles.get(key, key))
             name.setToolTip(key)
             self.score_table.setItem(i, 0, name)
-            self.score_table.setItem(i, 1, QTableWidgetItem(f"{value:.4f}"))
+            self.score_table.setItem(i, 1, QTableWidgetItem(_fmt(value)))
 
     def _on_heat_toggled(self, on: bool) -> None:
         self.compare.show_heat = on
