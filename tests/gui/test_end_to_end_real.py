@@ -86,6 +86,7 @@ def test_wizard_end_to_end_on_the_real_digits_demo(qtbot, tmp_path):
     result = blocker.args[1]
     assert result.ok, f"{result.error}\n{result.details}"
     assert (tmp_path / "digits-without-3" / "model_index.json").is_file()
+    assert export.result_label.text().startswith("✔ Verified"), export.result_label.text()
     t_end = time.perf_counter()
     print(f"\nend-to-end (real digits): engine+load {t_loaded - t0:.1f} s, run {t_run - t_loaded:.1f} s, "
           f"export {t_end - t_run:.1f} s, total {t_end - t0:.1f} s")
