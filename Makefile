@@ -13,8 +13,12 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 	touch $(STAMP)
 
-# Opens the app on the bundled digits demo model (headless demo grid until the wizard lands).
+# Opens the app (real engine) with the bundled digits demo model loaded; torch loads behind the open window.
 run: $(STAMP)
+	$(PY) -m concept_eraser.gui --model digits
+
+# The headless demo (no window): same-seed grids from the bundled digits and shapes models into runs/demo/.
+demo: $(STAMP)
 	$(PY) -m concept_eraser run-demo
 
 test: $(STAMP)
@@ -25,8 +29,8 @@ lint: $(STAMP)
 	.venv/bin/lint-imports
 
 # One PNG per wizard page in a real window under Xvfb (installs xvfb & co. when missing).
-# BACKEND=real uses the engine on the digits demo instead of the fake backend.
-BACKEND ?= fake
+# Real engine on the digits demo (a short ESD-x run) by default; BACKEND=fake for the torch-free fake backend.
+BACKEND ?= real
 screenshots: $(STAMP)
 	PY=$(PY) bash scripts/screenshots.sh --backend $(BACKEND)
 

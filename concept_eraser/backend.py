@@ -32,7 +32,17 @@ class LocalBackend:
         return cards()
 
     def metrics(self) -> list[MetricInfo]:
-        return []
+        from concept_eraser.metrics import METRICS  # torch-free registry
+
+        return list(METRICS.values())
+
+    def warmup(self) -> None:
+        """Import, on the caller's (worker) thread, every module the GUI's quick descriptor calls need later."""
+        import concept_eraser.engine.export  # noqa: F401  (export_formats)
+
+        self.demo_models()
+        self.methods()
+        self.metrics()
 
     def export_formats(self, summary: ModelSummary) -> list[ExportFormat]:
         from concept_eraser.engine.export import export_formats

@@ -565,7 +565,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_apply)
 
-
     s = sub.add_parser("evaluate", help="score an edited model against its original (report.json, report.html)")
     s.add_argument("--original", help="the original model (default: the run's job.json model)")
     s.add_argument("--edited", required=True, help="a run folder (from erase) or an edited model")

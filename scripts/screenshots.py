@@ -1,6 +1,8 @@
 """Drive the wizard through every page in a real window and save one PNG per page (run by screenshots.sh).
 
---backend fake (default) uses the torch-free FakeBackend; --backend real uses LocalBackend on the bundled demo.
+--backend real (default) uses LocalBackend on the bundled digits demo with a short ESD-x run (--steps), a few
+judged samples and a small leak test, so Run/Compare/Export show real results; --backend fake uses the
+torch-free FakeBackend (no torch needed).
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ def settle(app: QApplication, seconds: float = 0.3) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="docs/screenshots")
-    parser.add_argument("--backend", choices=("fake", "real"), default=os.environ.get("SCREENSHOT_BACKEND", "fake"))
+    parser.add_argument("--backend", choices=("fake", "real"), default=os.environ.get("SCREENSHOT_BACKEND", "real"))
     parser.add_argument("--demo", default="digits")
+    parser.add_argument("--steps", type=int, default=None, help="ESD-x optimizer steps (default: real 100, the method default; fake 200)")
     parser.add_argument("--text-demo", default="shapes", help="also shoot Forget/Keep for this text model ('' skips)")
     args = parser.parse_args()
     out = Path(args.out)
@@ -50,11 +53,17 @@ def main() -> int:
     from concept_eraser.gui.app import warmup_job
     from concept_eraser.gui.main_window import MainWindow
 
+    fake = args.backend == "fake"
+    steps = args.steps or (200 if fake else 100)
+    if not fake:  # a short real run: judged scores on 16 samples per row, previews every 5 steps
+        settings = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "concept_eraser", "concept_eraser")
+        settings.setValue("eval_samples", 16)
+        settings.setValue("preview_every", 5)
+        settings.sync()
     app = QApplication(sys.argv[:1])
     window = MainWindow(backend_label="fake backend" if args.backend == "fake" else "")
     window.resize(1280, 800)
     window.show()
-    fake = args.backend == "fake"
     window.start_backend(lambda: warmup_job(fake, **({"step_delay": 0.01} if fake else {})))
     state = window.state
 
@@ -100,13 +109,13 @@ def main() -> int:
 
     window.go(3)
     method.select("esd-x")
-    method.form.set_values({"steps": 200})
+    method.form.set_values({"steps": steps})
     method.form.advanced_button.click()
     shot("4-method")
 
     window.go(4)
     run.start()
-    wait(app, lambda: len(run.loss_plot.points) >= 90, what="training steps")
+    wait(app, lambda: len(run.loss_plot.points) >= steps * 0.6, what="training steps")
     shot("5-run")
     wait(app, lambda: state.outcome is not None or not window.runner.busy, what="the run")
     if state.outcome is None:
@@ -115,6 +124,8 @@ def main() -> int:
     window.go(5)
     compare.heat_check.setChecked(True)
     compare.compare.toggle_cell(1, 2)
+    if not fake:  # a small leak test: 4 paraphrase samples, 2 short attack attempts
+        compare.leak_options = {"leak_samples": 4, "attack_attempts": 2, "attack_steps": 10}
     compare.run_leak_test()
     wait(app, lambda: not window.runner.busy, what="the leak test")
     shot("6-compare")

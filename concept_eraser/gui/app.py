@@ -24,9 +24,12 @@ def warmup_job(fake: bool = False, **fake_options):
     from concept_eraser.backend import LocalBackend
 
     backend = LocalBackend()
-    for name in ("demo_models", "methods"):  # import the method modules here too, off the GUI thread
-        if hasattr(backend, name):
-            getattr(backend, name)()
+    if hasattr(backend, "warmup"):  # imports what demo_models/methods/metrics/export_formats need, off the GUI thread
+        backend.warmup()
+    else:
+        for name in ("demo_models", "methods", "metrics"):
+            if hasattr(backend, name):
+                getattr(backend, name)()
     return backend
 
 
@@ -35,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fake", action="store_true", default=os.environ.get("CONCEPT_ERASER_FAKE", "") not in ("", "0"),
                         help="run on the torch-free fake backend (also CONCEPT_ERASER_FAKE=1)")
     parser.add_argument("--step-delay", type=float, default=0.03, help="fake backend: seconds per training step")
+    parser.add_argument("--model", default=None,
+                        help="load this model when the engine is ready: a demo name (digits, shapes) or a folder/file")
     parser.add_argument("job", nargs="?", help="a job file (.json/.toml) to open")
     return parser.parse_args(argv)
 
@@ -56,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     window.start_backend(lambda: warmup_job(args.fake, **options))
     if args.job:
         window.open_job(args.job)
+    elif args.model:
+        window.load_when_ready(args.model)
     return app.exec()
 
 

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from concept_eraser.spec.events import JobResult
-from concept_eraser.spec.jobspec import JobSpec, load_job, parse_job, save_job
+from concept_eraser.spec.jobspec import JobSpec, ModelSource, load_job, parse_job, save_job
 from concept_eraser.spec.runloop import UserError
 
 from .pages import PAGE_CLASSES
@@ -53,8 +53,14 @@ class SettingsDialog(QDialog):
         self.preview_spin.setRange(1, 10000)
         self.preview_spin.setValue(int(state.settings.value("preview_every", 10)))
         self.preview_spin.setToolTip("Show a preview every this many steps (and at step 0).")
+        self.samples_spin = QSpinBox()
+        self.samples_spin.setRange(0, 1000)
+        self.samples_spin.setValue(state.eval_samples())
+        self.samples_spin.setToolTip("Demo models: images per grid row that the shipped judge scores after a run "
+                                     "(0 = no judged scores; fewer is faster, more is steadier).")
         form.addRow("&Runs folder:", self.runs_edit)
         form.addRow("&Preview every (steps):", self.preview_spin)
+        form.addRow("&Judged samples per row:", self.samples_spin)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -63,6 +69,7 @@ class SettingsDialog(QDialog):
     def accept(self) -> None:
         self.state.settings.setValue("runs_dir", self.runs_edit.text().strip())
         self.state.settings.setValue("preview_every", self.preview_spin.value())
+        self.state.settings.setValue("eval_samples", self.samples_spin.value())
         super().accept()
 
 
@@ -183,6 +190,11 @@ class MainWindow(QMainWindow):
         """Run the warm-up job (it imports torch on the worker thread and returns the backend)."""
         self.status_label.setText("Loading PyTorch in the background…")
         self.runner.start("backend", job)
+
+    def load_when_ready(self, model: str) -> None:
+        """Load `model` (a demo name, a folder or a file) as soon as the engine is ready (`--model`)."""
+        path = Path(model).expanduser()
+        self.pages[0].load(ModelSource(path=str(path.resolve()) if path.exists() else model))
 
     def _on_job_started(self, name: str) -> None:
         if name != "backend":

@@ -78,6 +78,13 @@ class AppState(QObject):
             base = str(Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)) / "runs")
         return Path(str(base))
 
+    def eval_samples(self) -> int:
+        """Judged evaluation samples per grid row for the demo models (0 = no judged scores)."""
+        try:
+            return max(0, int(self.settings.value("eval_samples", 100)))
+        except (TypeError, ValueError):
+            return 100
+
     def new_context(self) -> JobContext:
         every = int(self.settings.value("preview_every", 10))
         return JobContext(cancel=CancelToken(), device=self.device.device, workdir=self.runs_dir(), preview_every=every)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QValidator
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
@@ -246,3 +247,34 @@ def test_clicking_and_activating_a_demo_loads_it_once(qtbot, window):
     page._on_demo_activated(item)
     qtbot.waitUntil(lambda: window.state.summary is not None, timeout=5000)
     assert started == ["load"] and not window.last_message
+
+
+def test_config_form_optional_fields_have_an_auto_box(qtbot):
+    schema = {"properties": {
+        "lr": {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1.0}, {"type": "null"}], "default": None},
+        "params": {"anyOf": [{"enum": ["kv", "full"], "type": "string"}, {"type": "null"}], "default": None},
+        "clip": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "null"}], "default": 1.0}}}
+    form = ConfigFormWidget()
+    qtbot.addWidget(form)
+    form.set_schema(schema)
+    assert form.values() == {"lr": None, "params": None, "clip": 1.0}
+    assert not form.editors["lr"].isEnabled() and form.editors["clip"].isEnabled()
+    assert form.editors["lr"].text() == "automatic" and form.editors["params"].currentText() == "automatic"
+    assert "params" not in form.auto_checks  # an optional enum has an "automatic" item instead
+    form.set_values({"lr": 1e-4, "params": "full", "clip": None})
+    assert form.values() == {"lr": 1e-4, "params": "full", "clip": None}
+    form.auto_checks["lr"].setChecked(True)
+    assert form.values()["lr"] is None
+
+
+def test_every_real_method_card_round_trips_through_the_form(qtbot):
+    pytest.importorskip("torch")
+    from concept_eraser.methods import cards, get_method
+
+    form = ConfigFormWidget()
+    qtbot.addWidget(form)
+    for card in cards():
+        form.set_schema(card.config_schema, card.defaults)
+        values = form.values()
+        get_method(card.info.key).parse_config(values)  # what the engine does with the wizard's config
+        assert values == card.defaults, card.info.key

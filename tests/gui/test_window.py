@@ -248,3 +248,34 @@ def test_loading_another_model_goes_back_to_the_first_open_step(qtbot, window):
     assert window.go(5)
     load_demo(qtbot, window, "shapes")
     assert window.stack.currentIndex() == 1 and "concept" in window.problem_label.text()
+
+
+def test_resume_keeps_the_run_folders_job_file_and_samples_reach_the_backend(qtbot):
+    """On resume the engine compares the folder's job.json with the job: the GUI must not overwrite it first.
+    The judged-samples setting is passed to an unlearn() that takes `samples`."""
+    window = make_window(qtbot, step_delay=0.01)
+    fill_digits(qtbot, window, steps=5)
+    run = window.pages[4]
+    window.go(4)
+    calls, seen = [], []
+    real = window.state.backend.unlearn
+
+    def unlearn(spec, ctx, run_dir, resume=False, samples=100):
+        calls.append((resume, samples))
+
+        def job():  # what the engine finds in the folder when the job starts
+            seen.append((Path(run_dir) / "job.json").read_text())
+            return (yield from real(spec, ctx, run_dir, resume=resume))
+        return job()
+
+    window.state.backend.unlearn = unlearn
+    window.state.settings.setValue("eval_samples", 7)
+    with qtbot.waitSignal(window.runner.done, timeout=10000):
+        assert run.start()
+    job = Path(run.run_dir) / "job.json"
+    job.write_text(job.read_text().replace('"esd-x"', '"esd-x" '))  # a marker the GUI must leave alone
+    marked = job.read_text()
+    with qtbot.waitSignal(window.runner.done, timeout=10000):
+        assert run.start(resume=True)
+    assert calls == [(False, 7), (True, 7)]
+    assert seen[1] == marked

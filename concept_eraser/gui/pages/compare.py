@@ -28,6 +28,13 @@ from ..widgets.images import MODE_TITLES, MODES, CompareWidget
 from .base import Page
 
 
+def _fmt(value: Any) -> str:
+    """Scores as read: 40 (a count), 0.0466, 207.2, 1.2e-05."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+
+
 class ComparePage(Page):
     title = "6 · Compare"
     subtitle = "The same seeds before and after. The forgotten rows should change; the rest should not."
@@ -97,13 +104,17 @@ class ComparePage(Page):
         row.addLayout(side, 2)
         self.layout_.addLayout(row, 1)
         self.report: dict[str, Any] | None = None
+        self.leak_options: dict[str, Any] = {}  # extra leak-test options (e.g. attack_steps) for evaluate()
         state.outcome_changed.connect(self._on_outcome)
         state.runner.event.connect(self._on_event)
         state.runner.done.connect(self._on_done)
         self._on_outcome()
 
     def _metric_titles(self) -> dict[str, str]:
-        return {m.key: m.title for m in self.state.offer("metrics", default=[])}
+        titles = {m.key: m.title for m in self.state.offer("metrics", default=[])}
+        for m in self.state.offer("metrics", default=[]):  # the unlearn job's scores: lpips_retain, ssim_distance_retain
+            titles.setdefault(m.key.replace("-", "_") + "_retain", f"{m.title} (retain rows)")
+        return titles
 
     def _on_outcome(self) -> None:
         out = self.state.outcome
@@ -113,6 +124,12 @@ class ComparePage(Page):
         heat = self.state.per_cell[keys[0]] if keys else None
         self.compare.set_heat(heat)
         self.heat_check.setEnabled(heat is not None)
+        # Named after what it shows: without the LPIPS weights the engine gives only the SSIM distance.
+        title = self._metric_titles().get(keys[0], keys[0]) if keys else "LPIPS"
+        self.heat_key = keys[0] if keys else None
+        self.heat_check.setText(f"{title} &heat overlay")
+        self.heat_check.setToolTip(f"Colour each after cell by its {title} to the same-seed before cell (red = changed; "
+                                   "cells without a value stay clear).")
         self.leak_button.setEnabled(out is not None)
         self.leak_table.setRowCount(0)
         self.leak_status.setText("")
@@ -138,7 +155,7 @@ class ComparePage(Page):
             name = QTableWidgetItem(titles.get(key, key))
             name.setToolTip(key)
             self.score_table.setItem(i, 0, name)
-            self.score_table.setItem(i, 1, QTableWidgetItem(f"{value:.4f}"))
+            self.score_table.setItem(i, 1, QTableWidgetItem(_fmt(value)))
 
     def _on_heat_toggled(self, on: bool) -> None:
         self.compare.show_heat = on
@@ -148,8 +165,9 @@ class ComparePage(Page):
         if self.state.backend is None or not self.state.run_dir:
             return False
         ctx = self.state.new_context()
-        if not self.state.runner.start("evaluate", self.state.backend.evaluate(self.state.run_dir, ctx, leaks=True),
-                                       ctx.cancel):
+        options = {"samples": self.state.eval_samples(), **self.leak_options}
+        if not self.state.runner.start("evaluate", self.state.backend.evaluate(self.state.run_dir, ctx, leaks=True,
+                                                                               options=options), ctx.cancel):
             return False
         self.leak_status.setText("Running the leak test…")
         self.leak_button.setEnabled(False)

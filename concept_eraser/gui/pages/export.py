@@ -29,6 +29,20 @@ from .base import Page
 SUFFIX = {"single-file": ".safetensors", "delta": "-delta.safetensors", "lora": "-lora.safetensors", "diffusers": ""}
 
 
+def verified(report: dict[str, Any]) -> bool:
+    """The fake backend says value["reloaded"]; the engine's export says value["verify"]["pass"]."""
+    verify = report.get("verify")
+    return bool(report.get("reloaded") or (isinstance(verify, dict) and verify.get("pass")))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {_text(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_text(v) for v in value)
+    return str(value)
+
+
 class ExportPage(Page):
     title = "7 · Export"
     subtitle = "Save the edited model. The file is reloaded and checked against the run's after grid."
@@ -149,12 +163,13 @@ class ExportPage(Page):
         if name != "export":
             return
         self.export_button.setEnabled(self.state.outcome is not None)
+        self.progress_bar.setRange(0, 1)  # not left busy (an export without a step count sets 0..0)
+        self.progress_bar.setValue(1 if result.ok else 0)
         if result.ok:
             self.verification = dict(result.value or {})
             v = self.verification
-            ok = v.get("reloaded", False)
-            self.result_label.setText(("✔ Verified" if ok else "✘ Not verified") + "\n"
-                                      + "\n".join(f"{k.replace('_', ' ')}: {val}" for k, val in v.items()))
+            self.result_label.setText(("✔ Verified" if verified(v) else "✘ Not verified") + "\n"
+                                      + "\n".join(f"{k.replace('_', ' ')}: {_text(val)}" for k, val in v.items()))
         else:
             self.result_label.setText(f"Export {result.status}: {result.error or ''}")
 

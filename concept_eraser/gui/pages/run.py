@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import replace
 from datetime import datetime
@@ -158,11 +159,18 @@ class RunPage(Page):
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
             run_dir = str(self.state.runs_dir() / f"{stamp}-{spec.method}")
         ctx = self.state.new_context()
-        job = self.state.backend.unlearn(spec, ctx, run_dir, resume=resume)
+        unlearn = self.state.backend.unlearn
+        options: dict[str, Any] = {"resume": resume}
+        if "samples" in inspect.signature(unlearn).parameters:  # LocalBackend: judged samples per row (demo models)
+            options["samples"] = self.state.eval_samples()
+        job = unlearn(spec, ctx, run_dir, **options)
         if self.state.runner.busy:
             return self.state.runner.start("unlearn", job, ctx.cancel)  # refused, with the runner's message
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        save_job(spec, Path(run_dir) / "job.json")  # before the job runs: the folder always says what it holds
+        if not (resume and (Path(run_dir) / "job.json").is_file()):
+            # before the job runs: the folder always says what it holds. On resume the folder's own job.json
+            # stays: the engine compares it with this spec to refuse resuming another job.
+            save_job(spec, Path(run_dir) / "job.json")
         if not self.state.runner.start("unlearn", job, ctx.cancel):
             return False
         self.run_dir = run_dir

@@ -3,7 +3,9 @@
 One explicit table maps schema types to editors: integer -> QSpinBox, number -> ScientificSpinBox,
 boolean -> QCheckBox, enum/Literal -> QComboBox, anything else -> QLineEdit. minimum/maximum (and the
 exclusive variants) become the editor's limits, `description` its tooltip, and fields marked
-`advanced: true` go into a collapsible Advanced section.
+`advanced: true` go into a collapsible Advanced section. An optional field (pydantic `X | None`: anyOf with a
+null branch) means None = automatic (the method decides): an enum gets a first item "automatic"; other types
+get the editor of X plus an "auto" check box, and the disabled editor reads "automatic".
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QSpinBox,
@@ -69,6 +72,17 @@ def _resolve(schema: dict[str, Any], prop: dict[str, Any]) -> dict[str, Any]:
     return prop
 
 
+def _nullable(schema: dict[str, Any], prop: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """`X | None` (anyOf [X, null]) -> (X's schema with the outer title/default/description, True)."""
+    branches = prop.get("anyOf")
+    if not branches or not any(b.get("type") == "null" for b in branches):
+        return prop, False
+    rest = [b for b in branches if b.get("type") != "null"]
+    if len(rest) != 1:
+        return prop, False
+    return {**_resolve(schema, rest[0]), **{k: v for k, v in prop.items() if k != "anyOf"}}, True
+
+
 def _limits(prop: dict[str, Any], integer: bool) -> tuple[float, float]:
     eps = 1 if integer else 0.0
     lo = prop.get("minimum", prop["exclusiveMinimum"] + eps if "exclusiveMinimum" in prop else None)
@@ -88,6 +102,7 @@ class ConfigFormWidget(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.editors: dict[str, QWidget] = {}
+        self.auto_checks: dict[str, QCheckBox] = {}  # optional fields: checked = None (automatic)
         self._types: dict[str, str] = {}
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -114,6 +129,7 @@ class ConfigFormWidget(QWidget):
             while form.rowCount():
                 form.removeRow(0)
         self.editors.clear()
+        self.auto_checks.clear()
         self._types.clear()
 
     def set_schema(self, schema: dict[str, Any], values: dict[str, Any] | None = None) -> None:
@@ -121,8 +137,11 @@ class ConfigFormWidget(QWidget):
         values = values or {}
         n_adv = 0
         for name, raw in schema.get("properties", {}).items():
-            prop = _resolve(schema, raw)
+            prop, nullable = _nullable(schema, _resolve(schema, raw))
             editor, kind = self._editor(prop)
+            if nullable and kind == "enum":
+                editor.insertItem(0, "automatic", None)
+                nullable = False  # the combo's own "automatic" item is None
             editor.setObjectName(f"field_{name}")
             tip = prop.get("description", "")
             if kind in ("integer", "number"):
@@ -133,15 +152,28 @@ class ConfigFormWidget(QWidget):
             editor.setAccessibleName(prop.get("title", name))
             self.editors[name] = editor
             self._types[name] = kind
+            field: QWidget = editor
+            if nullable:
+                field = QWidget()
+                row = QHBoxLayout(field)
+                row.setContentsMargins(0, 0, 0, 0)
+                auto = QCheckBox("auto")
+                auto.setObjectName(f"auto_{name}")
+                auto.setAccessibleName(f"{prop.get('title', name)}: automatic")
+                auto.setToolTip("Let the method choose (see the field's tooltip); uncheck to set a value.")
+                auto.toggled.connect(lambda on, n=name: self._on_auto(n, on))
+                auto.toggled.connect(self.changed)
+                row.addWidget(editor, 1)
+                row.addWidget(auto)
+                self.auto_checks[name] = auto
             value = values.get(name, prop.get("default"))
-            if value is not None:
-                self._set(name, value)
+            self._set(name, value)
             label = QLabel(prop.get("title", name.replace("_", " ").capitalize()) + ":")
             label.setToolTip(tip)
             label.setBuddy(editor)
             advanced = bool(prop.get("advanced"))
             n_adv += advanced
-            (self.advanced if advanced else self.basic).addRow(label, editor)
+            (self.advanced if advanced else self.basic).addRow(label, field)
         self.advanced_button.setVisible(n_adv > 0)
         if not n_adv:
             self.advanced_box.setVisible(False)
@@ -179,8 +211,30 @@ class ConfigFormWidget(QWidget):
         edit.textChanged.connect(self.changed)
         return edit, "string"
 
+    def _on_auto(self, name: str, on: bool) -> None:
+        editor = self.editors[name]
+        editor.setEnabled(not on)
+        if isinstance(editor, QSpinBox | QDoubleSpinBox):  # reads "automatic" (shown at the minimum) while auto
+            if on:
+                editor.setSpecialValueText("automatic")
+                editor.setValue(editor.minimum())
+            else:
+                editor.setSpecialValueText("")
+        elif isinstance(editor, QLineEdit):
+            editor.setPlaceholderText("automatic" if on else "")
+
     def _set(self, name: str, value: Any) -> None:
         editor, kind = self.editors[name], self._types[name]
+        auto = self.auto_checks.get(name)
+        if auto is not None:
+            auto.setChecked(value is None)
+            self._on_auto(name, value is None)
+        if value is None:
+            if kind == "string":
+                editor.setText("")
+            elif kind == "enum" and editor.count() and editor.itemData(0) is None:
+                editor.setCurrentIndex(0)  # "automatic"
+            return
         if kind == "enum":
             i = editor.findData(value)
             editor.setCurrentIndex(max(i, 0))
@@ -200,7 +254,10 @@ class ConfigFormWidget(QWidget):
         out: dict[str, Any] = {}
         for name, editor in self.editors.items():
             kind = self._types[name]
-            if kind == "enum":
+            auto = self.auto_checks.get(name)
+            if auto is not None and auto.isChecked():
+                out[name] = None
+            elif kind == "enum":
                 out[name] = editor.currentData()
             elif kind == "boolean":
                 out[name] = editor.isChecked()

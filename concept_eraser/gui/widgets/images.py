@@ -276,6 +276,9 @@ class CompareWidget(QWidget):
         if self.show_heat and self.heat is not None and panel in ("after", "toggle", "difference"):
             if r < self.heat.shape[0] and c < self.heat.shape[1]:
                 v = float(self.heat[r, c])
+            else:
+                v = float("nan")
+            if v == v:  # NaN: a cell the metric did not score (e.g. a forget row)
                 red, green, blue = heat_colour(v)
                 p.fillRect(rect, QColor(red, green, blue, int(40 + 150 * min(max(v, 0.0), 1.0))))
                 if self.zoom >= 56:  # the value as text only where it fits
@@ -311,7 +314,7 @@ class LossPlotWidget(QWidget):
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         fm = p.fontMetrics()
-        left, bottom = fm.horizontalAdvance("0.000") + 10, fm.height() + 8
+        left, bottom = fm.horizontalAdvance("0.000000") + 10, fm.height() + 8
         area = QRect(left, 8, self.width() - left - 10, self.height() - bottom - 12)
         p.fillRect(area, self.palette().base())
         p.setPen(self.palette().mid().color())
