@@ -44,10 +44,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def no_display() -> bool:
+    """Linux/BSD without X11 or Wayland and no explicit Qt platform: Qt would abort with a long message."""
+    if not sys.platform.startswith(("linux", "freebsd")) or os.environ.get("QT_QPA_PLATFORM"):
+        return False
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if no_display():
+        print("concept-eraser-gui: no display found (DISPLAY/WAYLAND_DISPLAY unset); run it on a desktop, under "
+              "xvfb-run, or use the headless CLI: concept-eraser --help (make demo)", file=sys.stderr)
+        return 2
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow
