@@ -278,3 +278,24 @@ def test_every_real_method_card_round_trips_through_the_form(qtbot):
         values = form.values()
         get_method(card.info.key).parse_config(values)  # what the engine does with the wizard's config
         assert values == card.defaults, card.info.key
+
+
+def test_list_settings_are_edited_one_item_a_line(qtbot):
+    from pydantic import Field
+
+    from concept_eraser.spec.registry import MethodConfig
+
+    class ListConfig(MethodConfig):
+        words: tuple[str, ...] = Field(("a {}", "a {}, drawn"), description="Templates, commas allowed.")
+        counts: list[int] = Field([1, 2], description="Numbers.")
+
+    form = ConfigFormWidget()
+    qtbot.addWidget(form)
+    form.set_schema(ListConfig.model_json_schema(), ListConfig().model_dump(mode="json"))
+    assert form.values() == {"words": ["a {}", "a {}, drawn"], "counts": [1, 2]}
+    form.editors["words"].setPlainText("x {}\n\n  y {}, z  \n")
+    form.editors["counts"].setPlainText("3\nfour")
+    values = form.values()
+    assert values["words"] == ["x {}", "y {}, z"]
+    assert values["counts"] == [3, "four"]  # left for the config's validation to name
+    assert ListConfig.model_validate({**values, "counts": [3]}).words == ("x {}", "y {}, z")

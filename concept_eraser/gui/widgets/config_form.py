@@ -1,7 +1,8 @@
 """ConfigFormWidget: a settings form generated from a method's pydantic JSON schema.
 
 One explicit table maps schema types to editors: integer -> QSpinBox, number -> ScientificSpinBox,
-boolean -> QCheckBox, enum/Literal -> QComboBox, anything else -> QLineEdit. minimum/maximum (and the
+boolean -> QCheckBox, enum/Literal -> QComboBox, array -> QPlainTextEdit (one item a line), anything else ->
+QLineEdit. minimum/maximum (and the
 exclusive variants) become the editor's limits, `description` its tooltip, and fields marked
 `advanced: true` go into a collapsible Advanced section. An optional field (pydantic `X | None`: anyOf with a
 null branch) means None = automatic (the method decides): an enum gets a first item "automatic"; other types
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -207,6 +209,12 @@ class ConfigFormWidget(QWidget):
             spin.setRange(lo, hi)
             spin.valueChanged.connect(self.changed)
             return spin, "number"
+        if typ == "array":  # lists of texts or numbers: one item a line (items may hold commas)
+            text = QPlainTextEdit()
+            text.setTabChangesFocus(True)
+            text.setFixedHeight(text.fontMetrics().lineSpacing() * 4 + 10)
+            text.textChanged.connect(self.changed)
+            return text, "array:" + str((prop.get("items") or {}).get("type", "string"))
         edit = QLineEdit()
         edit.textChanged.connect(self.changed)
         return edit, "string"
@@ -220,7 +228,7 @@ class ConfigFormWidget(QWidget):
                 editor.setValue(editor.minimum())
             else:
                 editor.setSpecialValueText("")
-        elif isinstance(editor, QLineEdit):
+        elif isinstance(editor, QLineEdit | QPlainTextEdit):
             editor.setPlaceholderText("automatic" if on else "")
 
     def _set(self, name: str, value: Any) -> None:
@@ -232,6 +240,8 @@ class ConfigFormWidget(QWidget):
         if value is None:
             if kind == "string":
                 editor.setText("")
+            elif kind.startswith("array"):
+                editor.setPlainText("")
             elif kind == "enum" and editor.count() and editor.itemData(0) is None:
                 editor.setCurrentIndex(0)  # "automatic"
             return
@@ -242,6 +252,8 @@ class ConfigFormWidget(QWidget):
             editor.setChecked(bool(value))
         elif kind in ("integer", "number"):
             editor.setValue(value)
+        elif kind.startswith("array"):
+            editor.setPlainText("\n".join(str(v) for v in value))
         else:
             editor.setText("" if value is None else str(value))
 
@@ -265,6 +277,24 @@ class ConfigFormWidget(QWidget):
                 out[name] = int(editor.value())
             elif kind == "number":
                 out[name] = float(editor.value())
+            elif kind.startswith("array"):
+                out[name] = _parse_lines(editor.toPlainText(), kind.split(":", 1)[1])
             else:
                 out[name] = editor.text()
         return out
+
+
+def _parse_lines(text: str, item_type: str) -> list[Any]:
+    """One item a line; blank lines are dropped. Numbers that do not parse stay text, so the method's own
+    validation names the bad item instead of the form guessing."""
+    items: list[Any] = [line.strip() for line in text.splitlines() if line.strip()]
+    if item_type in ("integer", "number"):
+        conv = int if item_type == "integer" else float
+        out: list[Any] = []
+        for item in items:
+            try:
+                out.append(conv(item))
+            except ValueError:
+                out.append(item)
+        return out
+    return items
