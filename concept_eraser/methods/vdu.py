@@ -367,6 +367,21 @@ def preserve_loss(bundle, pool, batch: int, gen: torch.Generator, params, theta_
     return _per_sample(dn.predict(bundle, x_t, t, cond), tgt).mean()
 
 
+def _vocab_prompts(bundle) -> list[str]:
+    """Prompts from the model's `meta["vocabulary"]`: a list of prompts, or attribute lists (colours, textures,
+    shapes) combined as "a {colour} {texture} {shape}"."""
+    import itertools
+
+    vocab = (getattr(bundle, "meta", None) or {}).get("vocabulary") or []
+    if isinstance(vocab, list):
+        return [v for v in vocab if isinstance(v, str)]
+    if not isinstance(vocab, dict):
+        return []
+    lists = [[w for w in vocab.get(k, []) if isinstance(w, str)] for k in ("colours", "textures", "shapes")]
+    lists = [v for v in lists if v]
+    return ["a " + " ".join(c) for c in itertools.product(*lists)] if lists else []
+
+
 def preserve_pool(run, config: VDUConfig, x0_forget: torch.Tensor, forget_items, seed: int):
     """(x0, cond, target, n_dropped): images the original model generates for what must stay.
 
@@ -386,9 +401,8 @@ def preserve_pool(run, config: VDUConfig, x0_forget: torch.Tensor, forget_items,
     if forget and s.conditioning == "class" and s.num_classes:
         pool = [c for c in range(s.num_classes) if c not in set(forget)] or [None]
     elif forget and s.conditioning == "text":
-        vocab = (getattr(bundle, "meta", None) or {}).get("vocabulary") or []
         words = [str(f).lower() for f in forget]
-        pool = [v for v in vocab if isinstance(v, str) and not any(w in v.lower() for w in words)] or [None]
+        pool = [v for v in _vocab_prompts(bundle) if not any(w in v.lower() for w in words)] or [None]
     items = [pool[i % len(pool)] for i in range(n)]
     shared = all(i is None for i in items) and not forget
     target = config.preserve_target if config.preserve_target != "auto" else ("noise" if shared else "teacher")
