@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/vdu_outcomes.py [--only digits|shapes] [--uncond 1000]
         [--seeds 25] [--config '{"gamma": 1.0}']
+    VDU_BENCH_DEVICE=cuda loads the models there (default cpu).
 
 digits: forget class 3 from 32 real scikit-learn images of 3, *unconditionally* (∅ = the null class).
   Same noises before/after (seeds 0..N-1, DDIM 30 steps, unguided null class): PUL = 100·(n_before −
