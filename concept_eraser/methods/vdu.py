@@ -24,11 +24,12 @@ forms of A and B, the weighting w_t and every hyperparameter below are our desig
   setting: independently trained models); (c) "uniform": plain L2. Each is normalised to mean 1
   over the trained tensors and clamped to [`precision_floor`, 1/`sigma2_floor`] (σ² floored), so γ
   means the same for every source.
-- Defaults (tuned on the demo models, bench/vdu_outcomes.py): DDPMs train the full UNet with γ 3, Adam lr
+- Defaults (tuned on the demo models, bench/vdu_outcomes.py): DDPMs train the full UNet with γ 0.3 and the
+  stabiliser C at weight 10 (γ 3 without C was the earlier default; lower γ without C damages more), Adam lr
   1e-4, t in the noisier half (500-1000, where a sample's class is decided); Stable Diffusion trains the
   cross-attention layers on the images' prompts (the concept text by default) with γ 0.03, lr 3e-3, all t.
   Hinge 4×, early stop at 3.5×, checked every 25 steps, at most 100 steps.
-- **Optional function-space stabiliser C (ours, not the paper's; `preserve`, default weight 1 for DDPMs,
+- **Optional function-space stabiliser C (ours, not the paper's; `preserve`, default weight 10 for DDPMs,
   off for SD).** L = A + γ·B + w·C, where C is the plain denoising loss on `preserve_samples` images the
   *original* model generates (the same data-free source as the Fisher; no retain data). Generated
   images that look like D_f (nearest forget image closer than `preserve_margin` × the forget images'
@@ -66,7 +67,7 @@ ADV = {"advanced": True}
 
 class VDUConfig(MethodConfig):
     gamma: float | None = Field(None, ge=0.0, le=1e6, description="Weight γ of the stability regularizer B (0 = "
-                                "plain gradient ascent, which destroys the model); default 3 for DDPMs, 0.03 for SD.")
+                                "plain gradient ascent, which destroys the model); default 0.3 for DDPMs (with the stabiliser), 0.03 for SD.")
     steps: int = Field(100, ge=1, le=100_000, description="Maximum optimizer steps (early stop may end sooner).")
     lr: float | None = Field(None, gt=0.0, le=1.0, description="Adam learning rate; default 1e-4 for DDPMs, 3e-3 "
                              "for SD (cross-attention only).")
@@ -101,7 +102,7 @@ class VDUConfig(MethodConfig):
     preserve: float | None = Field(None, ge=0.0, le=1e6, description="Weight of the optional function-space "
                                    "stabiliser (not in the paper): the denoising loss on images the original model "
                                    "generates, minus those that look like the forget images; 0 turns it off. "
-                                   "Default 1 for DDPMs, 0 for SD.")
+                                   "Default 10 for DDPMs, 0 for SD.")
     preserve_samples: int = Field(256, ge=1, le=100_000, description="Images the original model generates for the "
                                   "function-space stabiliser.", json_schema_extra=ADV)
     preserve_batch: int = Field(32, ge=1, le=1024, description="Generated images per step in the stabiliser.",
@@ -172,7 +173,7 @@ class VDU(Method):
             raise UserError("vdu needs example images of what to forget")
         sd = bundle.kind == "sd"
         group = config.group or ("cross-attn" if sd else "full")
-        gamma = config.gamma if config.gamma is not None else (0.03 if sd else 3.0)
+        gamma = config.gamma if config.gamma is not None else (0.03 if sd else 0.3)
         lr = config.lr if config.lr is not None else (3e-3 if sd else 1e-4)
         t_range = config.t_range or ((0, 1000) if sd else (500, 1000))
         params = select_params(bundle, group)
@@ -196,7 +197,7 @@ class VDU(Method):
 
         precision = yield from _precision(run, config, params, seed)
         check = _check_set(bundle, x0, cond_all, config, lo, hi, seed)
-        w_pres = config.preserve if config.preserve is not None else (0.0 if sd else 1.0)
+        w_pres = config.preserve if config.preserve is not None else (0.0 if sd else 10.0)
         pool = None
         if w_pres > 0:
             pool = yield from preserve_pool(run, config, x0, items, seed)

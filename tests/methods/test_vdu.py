@@ -201,7 +201,7 @@ def test_unconditional_share_of_threes_falls(tmp_path, threes):
 # Fast and strong (a weak anchor, every timestep): enough to show the direction in a few seconds of training;
 # the defaults and the full measurement are in bench/vdu_outcomes.py.
 FAST = {"steps": 40, "batch_size": 8, "gamma": 3e-3, "lr": 1e-4, "t_range": (0, 1000), "stop_ratio": None,
-        "fisher_samples": 16, "fisher_draws": 1, "fisher_steps": 10}
+        "fisher_samples": 16, "fisher_draws": 1, "fisher_steps": 10, "preserve": 1.0, "preserve_samples": 64}
 
 
 # ---------------------------------------------------------------- resume and cancel
