@@ -151,7 +151,7 @@ class VDU(Method):
         edits=("unet",),
     )
     Config = VDUConfig
-    estimate = "about 1 min on a 2-core CPU for the digits demo"
+    estimate = "about 5 min on a loaded 2-core CPU for the digits demo"
 
     def check(self, summary, spec, config) -> None:
         super().check(summary, spec, config)
