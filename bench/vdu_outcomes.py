@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/vdu_outcomes.py [--only digits|shapes] [--uncond 1000]
         [--seeds 25] [--config '{"gamma": 1.0}']
+    VDU_BENCH_DEVICE=cuda loads the models there (default cpu).
 
 digits: forget class 3 from 32 real scikit-learn images of 3, *unconditionally* (∅ = the null class).
   Same noises before/after (seeds 0..N-1, DDIM 30 steps, unguided null class): PUL = 100·(n_before −
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+DEVICE = os.environ.get("VDU_BENCH_DEVICE", "cpu")  # e.g. cuda
 
 
 def _vdu_run(bundle, images, concepts, run_dir: Path, config: dict, seed: int = 0):
@@ -54,7 +56,7 @@ def digits(n: int, config: dict) -> dict:
     from concept_eraser.engine.sampling import sample_grid
     from concept_eraser.spec import JobContext, SampleRow, SamplingSpec, run_blocking
 
-    bundle = load_model("digits")
+    bundle = load_model("digits", device=DEVICE)
     judge = load_digits_judge()
     x, y = load_digits_tensor()
     images = x[y == 3][:32] * 2 - 1
@@ -115,14 +117,14 @@ def shapes(seeds: int, config: dict, concepts=("striped", "triangle")) -> dict:
         return {"UA": float(ua), "IRA": float(ira), "CRA": float(cra), "n_forget": int(named.sum() * seeds),
                 "n_ira": int((~named).sum() * seeds)}
 
-    base = load_model("shapes")
+    base = load_model("shapes", device=DEVICE)
     before = judged(base)
     out = {}
     lines = [f"shapes: prompts 'a {{colour}} {{texture}} {{shape}}' (48), {seeds} seeds each, DDIM 25 steps, "
              "guidance 3; judge shapes-judge",
              "concept    model      UA      IRA     CRA    IRA/orig  CRA/orig  VDU time"]
     for concept in concepts:
-        bundle = load_model("shapes")
+        bundle = load_model("shapes", device=DEVICE)
         rng = np.random.default_rng(123)
         attrs = []
         for _ in range(32):

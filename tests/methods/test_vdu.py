@@ -9,7 +9,7 @@ import torch
 from concept_eraser.engine.loading import load_model
 from concept_eraser.engine.unlearn import ForgetInputs, UnlearnRun
 from concept_eraser.methods import get_method, registry
-from concept_eraser.methods.vdu import VDU, VDUConfig, fisher_diagonal, normalise_precision
+from concept_eraser.methods.vdu import VDU, VDUConfig, fisher_diagonal, normalise_precision, preserve_pool
 from concept_eraser.spec import JobContext, run_blocking
 from concept_eraser.spec.events import Progress
 from concept_eraser.spec.jobspec import Concept, ForgetImage, JobSpec, ModelSource
@@ -56,6 +56,8 @@ def test_registered():
     {"lr": 0},
     {"group": "attn"},
     {"unknown": 1},
+    {"preserve": -1},
+    {"preserve_target": "other"},
 ])
 def test_config_rejects(bad):
     with pytest.raises(UserError, match="vdu setting"):
@@ -145,6 +147,37 @@ def test_early_stop_and_events(tmp_path, threes):
     assert {e.total for e in prog} == {40}
 
 
+def _pool(run, cfg, x0, items):
+    gen = preserve_pool(run, cfg, x0, items, 0)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
+
+
+def test_preserve_pool_leaves_out_forget_lookalikes(tmp_path, threes):
+    from concept_eraser.engine import denoise as dn
+
+    b = load_model("digits")
+    x0 = dn.images_to_x0(b, threes)
+    run = _run(b, threes, tmp_path)
+    common = {"preserve_samples": 48, "fisher_steps": 6}
+    xa, _, target, dropped = _pool(run, VDU().parse_config({**common, "preserve_margin": 0.0}), x0, [None] * 32)
+    assert len(xa) == 48 and dropped == 0 and target == "noise"  # ∅ forgetting: refit to the model's own samples
+    xp, cond, _, dropped = _pool(run, VDU().parse_config({**common, "preserve_margin": 100.0}), x0, [None] * 32)
+    assert len(xp) == 12 and dropped == 36 and len(cond) == 12  # everything close: keep the farthest quarter
+    xm, _, _, dropped = _pool(run, VDU().parse_config(common), x0, [None] * 32)
+    assert 0 < len(xm) < 48
+    d = torch.cdist(xa.flatten(1), x0.flatten(1)).min(1).values
+    kept = torch.cdist(xm.flatten(1), x0.flatten(1)).min(1).values
+    assert kept.min() >= d.min()
+    # labelled forget images of a class-conditional model: the other classes, distilled from the original
+    _, cond, target, dropped = _pool(run, VDU().parse_config({"preserve_samples": 9, "fisher_steps": 2}), x0,
+                                     [3] * 32)
+    assert target == "teacher" and dropped == 0 and len(cond) == 9
+
+
 # ---------------------------------------------------------------- outcome (fast digits)
 
 
@@ -168,7 +201,7 @@ def test_unconditional_share_of_threes_falls(tmp_path, threes):
 # Fast and strong (a weak anchor, every timestep): enough to show the direction in a few seconds of training;
 # the defaults and the full measurement are in bench/vdu_outcomes.py.
 FAST = {"steps": 40, "batch_size": 8, "gamma": 3e-3, "lr": 1e-4, "t_range": (0, 1000), "stop_ratio": None,
-        "fisher_samples": 16, "fisher_draws": 1, "fisher_steps": 10}
+        "fisher_samples": 16, "fisher_draws": 1, "fisher_steps": 10, "preserve": 1.0, "preserve_samples": 64}
 
 
 # ---------------------------------------------------------------- resume and cancel
@@ -183,7 +216,8 @@ def _cancel_at(step, ctx):
 
 def test_resume_gives_identical_weights(tmp_path, threes):
     cfg = VDU().parse_config({"steps": 6, "batch_size": 2, "check_every": 2, "check_draws": 1, "stop_ratio": 3.0,
-                              "fisher_samples": 2, "fisher_steps": 2, "fisher_draws": 1})
+                              "fisher_samples": 2, "fisher_steps": 2, "fisher_draws": 1, "preserve_samples": 8,
+                              "preserve_batch": 4})
     ref = load_model("digits")
     run_blocking(VDU().run(_run(ref, threes[:4], tmp_path / "ref"), cfg))
     b = load_model("digits")
@@ -199,7 +233,7 @@ def test_resume_gives_identical_weights(tmp_path, threes):
 
 
 def test_cancel_before_and_during(tmp_path, threes):
-    cfg = VDU().parse_config({"steps": 5, "batch_size": 2, "precision": "uniform"})
+    cfg = VDU().parse_config({"steps": 5, "batch_size": 2, "precision": "uniform", "preserve_samples": 4})
     b = load_model("digits")
     orig = _state(b)
     ctx = JobContext()
