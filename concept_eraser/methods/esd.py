@@ -6,9 +6,17 @@ guided* prediction of the frozen original ε* (the paper's Eq. 5):
     L = ‖ ε_θ(x_k, c_f, t_k) − [ ε*(x_k, ∅, t_k) − η (ε*(x_k, c_f, t_k) − ε*(x_k, ∅, t_k)) ] ‖²
 
 where x_k is a partial DDIM roll-out (k of `rollout_steps` steps, classifier-free guidance
-`guidance`) from c_f. As in the authors' newer diffusers code, the roll-out and the targets use the
-frozen original (the trained tensors are swapped back to their original values for those no-grad
-forwards, `engine.training.Originals`); the teacher runs before the student forward of each step.
+`guidance`) from c_f. As in the authors' newer diffusers code, the targets use the frozen original (the
+trained tensors are swapped back to their original values for those no-grad forwards,
+`engine.training.Originals`); the teacher runs before the student forward of each step.
+
+Roll-outs (our deviation, `rollout="pool"`, the default): the paper rolls out x_k afresh every step from
+the model being trained; that was ~95% of a step's cost on a CPU. We roll out `pool_trajectories`
+trajectories once at the start from the frozen original (`engine.rollout_pool`, deterministic from the
+job seed, so resume rebuilds the same pool) and keep every state k = 0..rollout_steps-1. Half of each
+step's forget states come from the concept's own roll-outs, half from any roll-out in the pools (the
+erased model's trajectories leave the concept's, and must be steered away there too). `rollout="fresh"`
+rolls out from the original every step instead.
 
 Three registered variants differ only in the parameter group they train (`engine.params`):
   esd-x     cross-attention (styles, prompt-specific concepts)       group "cross-attn"
@@ -16,18 +24,23 @@ Three registered variants differ only in the parameter group they train (`engine
   esd-full  the whole UNet                                            group "full"
 
 Reconstruction, not the paper: class-conditional DDPMs ("ddpm-cond") have no cross-attention; ∅ is
-the null class and a concept is a class label. For esd-x the analogue we train by default is the class
-embedding (group "kv": the concept's only way into the network, as the text keys/values are in SD);
-only the forgotten class's row receives gradients, so every other class stays bit-identical. The
-wider class path (embedding + each resnet's time/class projection, group "cross-attn") can be chosen
-with `params`; it also moves the other classes.
+the null class and a concept is a class label. esd-x trains the class path there (class embedding +
+each resnet's time/class projection, group "cross-attn").
 
-Our addition (not in the paper): an optional retain-preservation term
-γ·‖ε_θ(x^r_k, c_r, t) − ε*(x^r_k, c_r, t)‖² on roll-outs of the retain rows (for class models,
-by default every other class and the null class). Default weight: 0 for esd-x (on class models its
-default group, the class embedding, cannot move other classes), 1 for esd-u/esd-full on class
-models, where editing the shared trunk otherwise moves the other classes. Measured outcomes (README):
-the digits/shapes targets are not met yet with these defaults.
+Our additions (not in the paper):
+- Forget prompts: for a text model that ships a vocabulary (the shapes demo), every vocabulary prompt
+  "a {colour} {texture} {shape}" containing the concept word (or a synonym) is forgotten, besides the bare
+  word; ESD on the bare word alone transferred only partly to full prompts.
+- Retain term γ·‖ε_θ(x^r_k, c_r, t) − ε*(x^r_k, c_r, t)‖² on states of the retain items' roll-outs and
+  of any roll-out: class models, the job's retain rows (default every other class); vocabulary models,
+  the vocabulary prompts without the concept; always also ∅, which classifier-free guidance uses for
+  every prompt. Default γ = 1 when there is anything to retain, else 0 (plain SD without retain rows:
+  the paper's loss).
+
+Defaults (demo-sized models): 150 steps, Adam lr 1e-3 (cross-attn / kv) or 3e-4 (larger groups), η 1,
+batch 16 forget + 16 retain states, 20-step roll-outs, 64 trajectories per pool, guidance min(3, the
+model's default). Models over 100 M parameters: lr 1e-5 and 50-step roll-outs (the paper's).
+Measured outcomes: README, "ESD on the demo models".
 """
 
 from __future__ import annotations
