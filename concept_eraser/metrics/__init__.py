@@ -66,6 +66,16 @@ METRICS: dict[str, MetricInfo] = {
                          "concept), and the share of images where the concept wins. No extra weights."),
             higher_is_better=False,
         ),
+        MetricInfo(
+            key="clip-zero-shot",
+            title="CLIP zero-shot concept score",
+            description=("A local CLIP folder (transformers CLIPModel, given with evaluate --set clip_dir=PATH): "
+                         "softmax of each image's similarity to the concept vs the anchor text (3 prompt templates "
+                         "averaged) at CLIP's input size; mean probability of the concept and the share of images "
+                         "where it wins, before and after. Never downloaded."),
+            higher_is_better=False,
+            weights=("a local CLIP model folder (clip_dir)",),
+        ),
     )
 }
 
@@ -85,6 +95,8 @@ def available_metrics(summary: ModelSummary | None = None) -> list[MetricInfo]:
             if key in ("judged", "judge-fid") and summary.name not in _JUDGED_DEMOS:
                 continue
             if key == "diffusion-classifier" and summary.kind != "sd":
+                continue
+            if key == "clip-zero-shot" and summary.conditioning != "text":
                 continue
         out.append(info)
     return out

@@ -176,6 +176,19 @@ def evaluate_job(original, edited, spec: JobSpec | None, ctx: JobContext, leaks:
                 scores[f"dc_win_{which}/{c.text}"] = dc.win_rate
                 scores[f"dc_score_{which}/{c.text}"] = dc.mean
                 descriptions["diffusion-classifier"] = dc.description
+    if opts.get("clip_dir"):  # CLIP zero-shot from the user's local CLIP folder (any model with text concepts)
+        from .clip_zero_shot import clip_zero_shot, load_clip
+
+        clip = load_clip(opts["clip_dir"])
+        anchor = spec.anchor.text if spec.anchor is not None and spec.anchor.text else "an image"
+        for i, c in enumerate(spec.concepts):
+            if c.text is None:
+                continue
+            for which, g in (("before", before), ("after", after)):
+                cz = clip_zero_shot(clip, g.images[i], c.text, [anchor])
+                scores[f"clip_win_{which}/{c.text}"] = cz.win_rate
+                scores[f"clip_prob_{which}/{c.text}"] = cz.mean_prob
+                descriptions["clip-zero-shot"] = cz.description
     for k, v in scores.items():
         yield MetricReady(k, float(v))
 
