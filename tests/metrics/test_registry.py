@@ -9,7 +9,8 @@ from concept_eraser.spec import MetricInfo
 from concept_eraser.spec.summary import ModelSummary
 
 MODULES = {"lpips": "lpips_retention", "ssim-distance": "ssim_distance", "judged": "judged",
-           "judge-fid": "judge_fid", "diffusion-classifier": "diffusion_classifier"}
+           "judge-fid": "judge_fid", "diffusion-classifier": "diffusion_classifier",
+           "clip-zero-shot": "clip_zero_shot"}
 
 
 def _summary(kind="sd", name=None):
@@ -29,8 +30,9 @@ def test_available_metrics_follow_model_and_weights(tmp_path, monkeypatch):
     monkeypatch.delenv("CONCEPT_ERASER_ALEXNET", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     keys = {m.key for m in available_metrics(_summary("sd", "shapes"))}
-    assert keys == {"ssim-distance", "judged", "judge-fid", "diffusion-classifier"}
-    assert {m.key for m in available_metrics(_summary("sd"))} == {"ssim-distance", "diffusion-classifier"}
+    assert keys == {"ssim-distance", "judged", "judge-fid", "diffusion-classifier", "clip-zero-shot"}
+    assert {m.key for m in available_metrics(_summary("sd"))} == {"ssim-distance", "diffusion-classifier",
+                                                                  "clip-zero-shot"}
     assert {m.key for m in available_metrics(_summary("ddpm-cond", "digits"))} == {"ssim-distance", "judged",
                                                                                     "judge-fid"}
     (tmp_path / "checkpoints").mkdir()
