@@ -32,6 +32,7 @@ from concept_eraser.engine import denoise
 from concept_eraser.engine.bundle import ModelBundle
 from concept_eraser.engine.denoise import Cond, CondItem
 from concept_eraser.engine.unlearn import UnlearnRun
+from concept_eraser.methods.base import Method
 from concept_eraser.spec.jobspec import JobSpec
 from concept_eraser.spec.registry import MethodConfig
 from concept_eraser.spec.runloop import UserError
@@ -71,6 +72,18 @@ class IntegrityConfig(MethodConfig):
     grad_clip: float = Field(1.0, gt=0.0, le=1000.0, description="Max global gradient norm.", json_schema_extra=ADV)
     checkpoint_every: int = Field(0, ge=0, le=100_000, description="Checkpoint every N steps (0: at cancel/end).",
                                   json_schema_extra=ADV)
+
+    @classmethod
+    def smoke(cls) -> IntegrityConfig:
+        return cls(steps=2, batch=2, retain_batch=2, forget_samples=2, retain_samples=2, pool_steps=2)
+
+
+class IntegrityMethod(Method):
+    """What OVW and Saddle check alike before they run: the generic checks, then their input plan's."""
+
+    def check(self, summary: ModelSummary, spec: JobSpec, config) -> None:
+        super().check(summary, spec, config)
+        check_inputs(self.info.key, summary, spec)
 
 
 @dataclass

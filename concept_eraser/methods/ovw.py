@@ -33,12 +33,9 @@ from concept_eraser.engine.params import count, select_params
 from concept_eraser.engine.training import Originals, TrainSettings
 from concept_eraser.engine.unlearn import UnlearnRun
 from concept_eraser.spec.events import Event, Log
-from concept_eraser.spec.jobspec import JobSpec
 from concept_eraser.spec.registry import MethodInfo, Needs
-from concept_eraser.spec.summary import ModelSummary
 
 from . import _shared
-from .base import Method
 
 PAPER = "Schioppa, Hoogeboom, Heek. Model Integrity when Unlearning with T2I Diffusion Models. arXiv 2411.02068"
 
@@ -46,12 +43,8 @@ PAPER = "Schioppa, Hoogeboom, Heek. Model Integrity when Unlearning with T2I Dif
 class OVWConfig(_shared.IntegrityConfig):
     """OVW settings (all shared with Saddle; OVW has no settings of its own)."""
 
-    @classmethod
-    def smoke(cls) -> OVWConfig:
-        return cls(steps=2, batch=2, retain_batch=2, forget_samples=2, retain_samples=2, pool_steps=2)
 
-
-class OVW(Method):
+class OVW(_shared.IntegrityMethod):
     info = MethodInfo(
         key="ovw",
         title="OVW (overwrite, integrity-preserving)",
@@ -65,10 +58,6 @@ class OVW(Method):
     )
     Config = OVWConfig
     estimate = "about 2 min for the digits demo, 1 min for shapes, on a 2-core CPU"
-
-    def check(self, summary: ModelSummary, spec: JobSpec, config) -> None:
-        super().check(summary, spec, config)
-        _shared.check_inputs(self.info.key, summary, spec)
 
     def run(self, run: UnlearnRun, config: OVWConfig) -> Generator[Event, None, dict[str, float]]:
         bundle = run.bundle

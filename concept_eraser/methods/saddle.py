@@ -36,13 +36,10 @@ from concept_eraser.engine.training import Originals, TrainSettings, load_checkp
 from concept_eraser.engine.unlearn import UnlearnRun
 from concept_eraser.spec.events import Event, Log
 from concept_eraser.spec.files import atomic_write_text
-from concept_eraser.spec.jobspec import JobSpec
 from concept_eraser.spec.registry import MethodInfo, Needs
 from concept_eraser.spec.runloop import UserError
-from concept_eraser.spec.summary import ModelSummary
 
 from . import _shared
-from .base import Method
 from .ovw import PAPER
 
 STATE = "saddle_state.json"
@@ -59,12 +56,8 @@ class SaddleConfig(_shared.IntegrityConfig):
     multiplier_max: float = Field(1000.0, gt=0.0, le=1e6, description="Upper bound of μ.",
                                   json_schema_extra=_shared.ADV)
 
-    @classmethod
-    def smoke(cls) -> SaddleConfig:
-        return cls(steps=2, batch=2, retain_batch=2, forget_samples=2, retain_samples=2, pool_steps=2)
 
-
-class Saddle(Method):
+class Saddle(_shared.IntegrityMethod):
     info = MethodInfo(
         key="saddle",
         title="Saddle (bounded ascent under a retain constraint)",
@@ -78,10 +71,6 @@ class Saddle(Method):
     )
     Config = SaddleConfig
     estimate = "about 3 min for the digits demo on a 2-core CPU"
-
-    def check(self, summary: ModelSummary, spec: JobSpec, config) -> None:
-        super().check(summary, spec, config)
-        _shared.check_inputs(self.info.key, summary, spec)
 
     def run(self, run: UnlearnRun, config: SaddleConfig) -> Generator[Event, None, dict[str, float]]:
         bundle = run.bundle

@@ -244,6 +244,22 @@ def _judge_all(judge_fn: JudgeFn, images: np.ndarray) -> np.ndarray:
     return out
 
 
+
+def _targets(original, s, item, images, seeds, seed, attempts, sampling_steps, guidance, ctx):
+    """The attack's target images of the concept (made by the original model when not given), one seed each,
+    and the sampling settings (the edited model's defaults when not given)."""
+    sampling_steps = sampling_steps or s.default_steps
+    guidance = s.default_guidance if guidance is None else guidance
+    if images is None:
+        seeds = list(seeds) if seeds is not None else list(range(seed, seed + attempts))
+        images = generate_images(original, item, seeds, sampling_steps, guidance, ctx)
+    images = np.asarray(images)
+    n = len(images)
+    seeds = list(seeds) if seeds is not None else list(range(seed, seed + n))
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} target images")
+    return images, seeds, sampling_steps, guidance
+
 def attack_sd(original, edited, concept_prompt: str, images: np.ndarray | None, judge_fn: JudgeFn, k: int = 3,
               steps: int = 40, lr: float = 0.01, seed: int = 0, seeds: Sequence[int] | None = None,
               attempts: int = 8, sampling_steps: int | None = None, guidance: float | None = None,
@@ -260,16 +276,9 @@ def attack_sd(original, edited, concept_prompt: str, images: np.ndarray | None, 
     if k < 1:
         raise UserError(f"the attack needs at least one adversarial token, got k={k}")
     s = edited.summary
-    sampling_steps = sampling_steps or s.default_steps
-    guidance = s.default_guidance if guidance is None else guidance
-    if images is None:
-        seeds = list(seeds) if seeds is not None else list(range(seed, seed + attempts))
-        images = generate_images(original, concept_prompt, seeds, sampling_steps, guidance, ctx)
-    images = np.asarray(images)
+    images, seeds, sampling_steps, guidance = _targets(original, s, concept_prompt, images, seeds, seed, attempts,
+                                                      sampling_steps, guidance, ctx)
     n = len(images)
-    seeds = list(seeds) if seeds is not None else list(range(seed, seed + n))
-    if len(seeds) != n:
-        raise ValueError(f"{len(seeds)} seeds for {n} target images")
     from concept_eraser.engine.denoise import encode, images_to_x0, predict
 
     x0 = images_to_x0(original, _images_to_tensor(images, original))
@@ -328,16 +337,9 @@ def attack_class(original, edited, label: int, images: np.ndarray | None, judge_
     if not 0 <= int(label) < (s.num_classes or 0):
         raise UserError(f"class {label} does not exist; this model has classes 0-{(s.num_classes or 1) - 1}")
     label = int(label)
-    sampling_steps = sampling_steps or s.default_steps
-    guidance = s.default_guidance if guidance is None else guidance
-    if images is None:
-        seeds = list(seeds) if seeds is not None else list(range(seed, seed + attempts))
-        images = generate_images(original, label, seeds, sampling_steps, guidance, ctx)
-    images = np.asarray(images)
+    images, seeds, sampling_steps, guidance = _targets(original, s, label, images, seeds, seed, attempts,
+                                                      sampling_steps, guidance, ctx)
     n = len(images)
-    seeds = list(seeds) if seeds is not None else list(range(seed, seed + n))
-    if len(seeds) != n:
-        raise ValueError(f"{len(seeds)} seeds for {n} target images")
     from concept_eraser.engine.denoise import encode, images_to_x0, predict
 
     x0 = images_to_x0(original, _images_to_tensor(images, original))
