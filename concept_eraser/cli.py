@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 failed, 2 invalid input, 130 cancelled.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -464,12 +465,15 @@ def cmd_methods(args) -> int:
     items = cards()
     if args.json:
         print(json.dumps([{"key": c.info.key, "title": c.info.title, "paper": c.info.paper,
-                           "kinds": sorted(c.info.model_kinds), "defaults": c.defaults} for c in items], indent=2))
+                           "kinds": sorted(c.info.model_kinds), "defaults": c.defaults, "estimate": c.estimate,
+                           "memory": dataclasses.asdict(c.memory)} for c in items], indent=2))
         return EXIT_OK
     for c in items:
         print(f"{c.info.key:12} {', '.join(sorted(c.info.model_kinds)):22} {c.info.title}")
         print(f"{'':12} {c.info.summary}")
         if args.verbose:
+            print(f"{'':12} time: {c.estimate or 'unknown'}")
+            print(f"{'':12} memory: {c.memory.text() or 'unknown'}")
             for name, prop in c.config_schema.get("properties", {}).items():
                 print(f"{'':14}{name} = {c.defaults.get(name)!r}: {prop.get('description', '')}")
     return EXIT_OK

@@ -32,6 +32,7 @@ from concept_eraser.spec.files import atomic_write_text, sha256_file
 from concept_eraser.spec.jobspec import DeviceSpec, JobSpec, ModelSource, SampleRow, SamplingSpec
 from concept_eraser.spec.registry import (
     ExportFormat,
+    MemoryEstimate,
     MethodCard,
     MethodConfig,
     MethodInfo,
@@ -93,18 +94,22 @@ class FakeSdxlOnlyConfig(MethodConfig):
         return cls(steps=1)
 
 
-_METHODS: list[tuple[MethodInfo, type[MethodConfig], str]] = [
+# The fake methods' memory figures are placeholders of the real cards' shape (fake methods run nothing).
+_METHODS: list[tuple[MethodInfo, type[MethodConfig], str, MemoryEstimate]] = [
     (MethodInfo("esd-x", "ESD-x (fake)", "Gandikota et al., Erasing Concepts from Diffusion Models, ICCV 2023",
                 "Fine-tunes cross-attention so the model's prediction for the concept points away from it.",
                 frozenset({"sd", "sdxl", "ddpm-cond"}), Needs(concept=True, anchor=False), ("unet.attn2",)),
-     FakeEsdConfig, "about 1 min on a 2-core CPU for the demo models"),
+     FakeEsdConfig, "about 1 min on a 2-core CPU for the demo models",
+     MemoryEstimate({"digits": 1000, "shapes": 1100}, {"digits": 150, "shapes": 200},
+                    "the model's weights + 4 bytes × 3 per trained parameter (fake)", "fake backend")),
     (MethodInfo("ga", "Gradient ascent + retain (fake)", "Thudi et al., Unrolling SGD, EuroS&P 2022",
                 "Raises the denoising loss on forget images while keeping it low on retain samples.",
                 frozenset({"ddpm", "ddpm-cond", "sd"}), Needs(concept=True, retain=True), ("unet",)),
-     FakeGradAscentConfig, "about 30 s on a 2-core CPU"),
+     FakeGradAscentConfig, "about 30 s on a 2-core CPU",
+     MemoryEstimate({"digits": 900}, {"digits": 60}, "", "fake backend")),
     (MethodInfo("sdxl-only", "SDXL-only method (fake)", "—", "Offered for SDXL models only.",
                 frozenset({"sdxl"}), Needs(concept=True), ("unet",)),
-     FakeSdxlOnlyConfig, ""),
+     FakeSdxlOnlyConfig, "", MemoryEstimate()),
 ]
 
 # ---------------------------------------------------------------------------------------------- images
@@ -197,7 +202,8 @@ class FakeBackend:
         ]
 
     def methods(self) -> list[MethodCard]:
-        return [MethodCard(info, cfg.model_json_schema(), cfg().model_dump(mode="json"), est) for info, cfg, est in _METHODS]
+        return [MethodCard(info, cfg.model_json_schema(), cfg().model_dump(mode="json"), est, mem)
+                for info, cfg, est, mem in _METHODS]
 
     def metrics(self) -> list[MetricInfo]:
         return [

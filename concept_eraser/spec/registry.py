@@ -45,6 +45,43 @@ class MethodInfo:
 
 
 @dataclass(frozen=True)
+class MemoryEstimate:
+    """How much memory a run of a method takes: measured on the demo models, and a rule for full-size ones.
+
+    demo_peak_mib: demo model name -> peak resident memory (MiB) of a whole run in one process (load, before
+        grid, method, after grid, save) on a CPU in float32, as bench/method_memory.py measures it.
+    demo_added_mib: demo model name -> what the method itself adds over the loaded model (MiB); most of a
+        demo run's peak is Python, torch and the libraries, which any run pays.
+    full_size: how it grows on a full-size model. An ESTIMATE from parameter counts, not a measurement.
+    measured: when, on which commit and with which command the demo figures were taken.
+    """
+
+    demo_peak_mib: dict[str, int] = field(default_factory=dict)
+    demo_added_mib: dict[str, int] = field(default_factory=dict)
+    full_size: str = ""
+    measured: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.demo_peak_mib or self.full_size)
+
+    def text(self) -> str:
+        """One paragraph for the GUI and the CLI; empty when nothing is known."""
+        parts = []
+        if self.demo_peak_mib:
+            demos = [f"{_gb(mib)} on the {name} demo" + (f" (method +{_gb(self.demo_added_mib[name])})"
+                                                          if name in self.demo_added_mib else "")
+                     for name, mib in self.demo_peak_mib.items()]
+            parts.append("peak RAM " + ", ".join(demos) + " (whole run, CPU, float32, measured)")
+        if self.full_size:
+            parts.append("full-size models, estimated from parameter counts: " + self.full_size)
+        return "; ".join(parts)
+
+
+def _gb(mib: int) -> str:
+    return f"{mib / 1024:.1f} GB" if mib >= 1024 else f"{mib} MB"
+
+
+@dataclass(frozen=True)
 class MethodCard:
     """What the GUI needs to offer a method: its descriptor and its config as a JSON schema."""
 
@@ -52,6 +89,7 @@ class MethodCard:
     config_schema: dict[str, Any]  # pydantic model_json_schema() of the method's Config
     defaults: dict[str, Any]
     estimate: str = ""  # e.g. "about 2 min on a 2-core CPU for the digits demo"
+    memory: MemoryEstimate = field(default_factory=MemoryEstimate)  # peak memory, beside the time estimate
 
     def fits(self, kind: str) -> bool:
         return kind in self.info.model_kinds

@@ -117,6 +117,13 @@ def test_method_page_offers_fitting_methods_with_a_generated_form(qtbot, window)
     assert enabled == {"esd-x": True, "ga": True, "sdxl-only": False}
     assert "does not fit" in page.method_list.item(2).text()
     assert "Gandikota" in page.description.text() and "Estimate" in page.description.text()
+    # the selected method's measured memory sits beside its time estimate, and follows the selection
+    assert "<b>Memory:</b> peak RAM 1000 MB on the digits demo (method +150 MB), 1.1 GB on the shapes demo" \
+        in page.description.text()
+    page.select("ga")
+    assert "900 MB on the digits demo (method +60 MB)" in page.description.text()
+    assert "1.1 GB" not in page.description.text()
+    page.select("esd-x")
     form = page.form
     assert isinstance(form.editors["steps"], QSpinBox) and form.editors["steps"].maximum() == 5000
     assert isinstance(form.editors["learning_rate"], ScientificSpinBox)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -122,7 +123,8 @@ class MethodPage(Page):
             f"<h3>{info.title}</h3><p>{info.summary}</p>"
             f"<p><b>Paper:</b> {info.paper}<br><b>Edits:</b> {', '.join(info.edits)}<br>"
             f"<b>Needs:</b> {', '.join(n.replace('_', ' ') for n in needs) or 'nothing more'}<br>"
-            f"<b>Estimate:</b> {card.estimate or 'unknown'}</p>")
+            f"<b>Estimate:</b> {card.estimate or 'unknown'}<br>"
+            f"<b>Memory:</b> {html.escape(card.memory.text()) or 'unknown'}</p>")
         self.form.set_schema(card.config_schema, {**card.defaults, **self._values.get(info.key, {})})
         self.changed.emit()
 
