@@ -21,8 +21,9 @@ and, for Adam, two moment tensors), counted by wrapping torch.optim.Optimizer.__
 
 `--steps N` overrides each trained method's step count (`steps`; SFD also `stage1_steps` when no bundled
 stage-1 model is used). Peak memory does not grow with the step count (the optimizer and pools are
-allocated once); `--steps 0` keeps the defaults, to check that claim. Prints a markdown table and writes
-`method_memory.json` under --out. Not run in CI (minutes on a CPU).
+allocated once); `--steps 0` keeps the defaults, to check that claim. Prints a markdown table (its last
+column: the peak recorded in concept_eraser/methods/memory.py, which the GUI shows; update that table when
+they drift) and writes `method_memory.json` under --out. Not run in CI (about a minute per row on a CPU).
 """
 
 from __future__ import annotations
@@ -175,12 +176,18 @@ def run_one(method: str, model: str, steps: int, sets: list[str], out: Path) -> 
 
 
 def fmt(r: dict) -> str:
+    from concept_eraser.methods.memory import memory_of
+
+    recorded = memory_of(r["method"]).demo_peak_mib.get(r["model"])  # what the Method page shows now
+    rec = f"{recorded}" if recorded is not None else "-"
     if "error" in r:
-        return f"| {r['method']} | {r['model']} | failed: {r['error']} | | | | | | | | |"
+        return f"| {r['method']} | {r['model']} | failed: {r['error']} | | | | | | | | | {rec} |"
     tp = sum(r["trained_params"])
-    return (f"| {r['method']} | {r['model']} | {r['steps']} | {r['imported_mib']:.0f} | {r['loaded_mib']:.0f} | {r.get('before_mib', 0):.0f} | "
-            f"{r.get('method_mib', 0):.0f} | {r.get('after_mib', 0):.0f} | **{r['peak_mib']:.0f}** | "
-            f"{r['method_over_loaded_mib']:+.0f} | {tp / 1e6:.3f} M | {r['cpu_seconds']:.0f} |")
+    steps = r["steps"] or r["config"].get("steps", "default")  # SFD reports no step count
+    return (f"| {r['method']} | {r['model']} | {steps} | {r['imported_mib']:.0f} | {r['loaded_mib']:.0f} | "
+            f"{r.get('before_mib', 0):.0f} | {r.get('method_mib', 0):.0f} | {r.get('after_mib', 0):.0f} | "
+            f"**{r['peak_mib']:.0f}** | {r['method_over_loaded_mib']:+.0f} | {tp / 1e6:.3f} M | {r['cpu_seconds']:.0f} | "
+            f"{rec} |")
 
 
 def main() -> None:
@@ -203,7 +210,7 @@ def main() -> None:
     print(f"steps: {args.steps or 'defaults'}; MiB of resident memory (CPU, float32); phases: see the docstring",
           file=sys.stderr)
     header = ("| method | model | steps | imported | loaded | before | method | after | peak RSS | +method over loaded | "
-              "trained params | CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "trained params | CPU s | recorded peak |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for cls in METHOD_CLASSES:
         if args.methods and cls.info.key not in args.methods:

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from concept_eraser.spec.events import Event
 from concept_eraser.spec.jobspec import JobSpec
-from concept_eraser.spec.registry import MemoryEstimate, MethodCard, MethodConfig, MethodInfo
+from concept_eraser.spec.registry import MethodCard, MethodConfig, MethodInfo
 from concept_eraser.spec.runloop import UserError
 from concept_eraser.spec.summary import ModelSummary
+
+from .memory import memory_of  # measured per method by bench/method_memory.py
 
 if TYPE_CHECKING:
     from concept_eraser.engine.unlearn import UnlearnRun
@@ -32,13 +34,12 @@ class Method:
     info: ClassVar[MethodInfo]
     Config: ClassVar[type[MethodConfig]]
     estimate: ClassVar[str] = ""
-    memory: ClassVar[MemoryEstimate] = MemoryEstimate()  # measured by bench/method_memory.py
 
     @classmethod
     def card(cls) -> MethodCard:
         return MethodCard(info=cls.info, config_schema=cls.Config.model_json_schema(),
                           defaults=cls.Config().model_dump(mode="json"), estimate=cls.estimate,
-                          memory=cls.memory)
+                          memory=memory_of(cls.info.key))
 
     def parse_config(self, data: dict[str, Any] | MethodConfig | None) -> MethodConfig:
         """Validate a config from a job file; the first problem becomes a one-line UserError."""

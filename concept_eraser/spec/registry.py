@@ -68,17 +68,13 @@ class MemoryEstimate:
         """One paragraph for the GUI and the CLI; empty when nothing is known."""
         parts = []
         if self.demo_peak_mib:
-            demos = [f"{_gb(mib)} on the {name} demo" + (f" (method +{_gb(self.demo_added_mib[name])})"
-                                                          if name in self.demo_added_mib else "")
+            demos = [f"{mib} MiB on the {name} demo" + (f" (the method adds {self.demo_added_mib[name]} MiB)"
+                                                         if name in self.demo_added_mib else "")
                      for name, mib in self.demo_peak_mib.items()]
             parts.append("peak RAM " + ", ".join(demos) + " (whole run, CPU, float32, measured)")
         if self.full_size:
             parts.append("full-size models, estimated from parameter counts: " + self.full_size)
         return "; ".join(parts)
-
-
-def _gb(mib: int) -> str:
-    return f"{mib / 1024:.1f} GB" if mib >= 1024 else f"{mib} MB"
 
 
 @dataclass(frozen=True)

@@ -118,11 +118,11 @@ def test_method_page_offers_fitting_methods_with_a_generated_form(qtbot, window)
     assert "does not fit" in page.method_list.item(2).text()
     assert "Gandikota" in page.description.text() and "Estimate" in page.description.text()
     # the selected method's measured memory sits beside its time estimate, and follows the selection
-    assert "<b>Memory:</b> peak RAM 1000 MB on the digits demo (method +150 MB), 1.1 GB on the shapes demo" \
-        in page.description.text()
+    assert ("<b>Memory:</b> peak RAM 1000 MiB on the digits demo (the method adds 150 MiB), 1100 MiB on the shapes "
+            "demo") in page.description.text()
     page.select("ga")
-    assert "900 MB on the digits demo (method +60 MB)" in page.description.text()
-    assert "1.1 GB" not in page.description.text()
+    assert "900 MiB on the digits demo (the method adds 60 MiB)" in page.description.text()
+    assert "1100 MiB" not in page.description.text()
     page.select("esd-x")
     form = page.form
     assert isinstance(form.editors["steps"], QSpinBox) and form.editors["steps"].maximum() == 5000
