@@ -64,17 +64,17 @@ class MemoryEstimate:
     def __bool__(self) -> bool:
         return bool(self.demo_peak_mib or self.full_size)
 
+    def demo_text(self) -> str:
+        """The measured demo figures in one sentence; empty when none were measured."""
+        demos = [f"{mib} MiB on the {name} demo" + (f" (the method adds {self.demo_added_mib[name]} MiB)"
+                                                     if name in self.demo_added_mib else "")
+                 for name, mib in self.demo_peak_mib.items()]
+        return ("peak RAM of a whole run (CPU, float32, measured): " + ", ".join(demos)) if demos else ""
+
     def text(self) -> str:
-        """One paragraph for the GUI and the CLI; empty when nothing is known."""
-        parts = []
-        if self.demo_peak_mib:
-            demos = [f"{mib} MiB on the {name} demo" + (f" (the method adds {self.demo_added_mib[name]} MiB)"
-                                                         if name in self.demo_added_mib else "")
-                     for name, mib in self.demo_peak_mib.items()]
-            parts.append("peak RAM " + ", ".join(demos) + " (whole run, CPU, float32, measured)")
-        if self.full_size:
-            parts.append("full-size models, estimated from parameter counts: " + self.full_size)
-        return "; ".join(parts)
+        """One paragraph for the CLI: the measured demo figures, then the full-size estimate."""
+        full = f"full-size models, estimated from parameter counts: {self.full_size}" if self.full_size else ""
+        return "; ".join(p for p in (self.demo_text(), full) if p)
 
 
 @dataclass(frozen=True)

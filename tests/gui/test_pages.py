@@ -118,11 +118,13 @@ def test_method_page_offers_fitting_methods_with_a_generated_form(qtbot, window)
     assert "does not fit" in page.method_list.item(2).text()
     assert "Gandikota" in page.description.text() and "Estimate" in page.description.text()
     # the selected method's measured memory sits beside its time estimate, and follows the selection
-    assert ("<b>Memory:</b> peak RAM 1000 MiB on the digits demo (the method adds 150 MiB), 1100 MiB on the shapes "
-            "demo") in page.description.text()
+    text = page.description.text()
+    assert ("<b>Memory:</b> peak RAM of a whole run (CPU, float32, measured): 1000 MiB on the digits demo (the method "
+            "adds 150 MiB), 1100 MiB on the shapes demo") in text
+    assert "<b>Full-size models (estimated from parameter counts):</b> the model&#x27;s weights + 4 bytes" in text
     page.select("ga")
     assert "900 MiB on the digits demo (the method adds 60 MiB)" in page.description.text()
-    assert "1100 MiB" not in page.description.text()
+    assert "1100 MiB" not in page.description.text() and "Full-size" not in page.description.text()
     page.select("esd-x")
     form = page.form
     assert isinstance(form.editors["steps"], QSpinBox) and form.editors["steps"].maximum() == 5000

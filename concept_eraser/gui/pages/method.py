@@ -124,7 +124,9 @@ class MethodPage(Page):
             f"<p><b>Paper:</b> {info.paper}<br><b>Edits:</b> {', '.join(info.edits)}<br>"
             f"<b>Needs:</b> {', '.join(n.replace('_', ' ') for n in needs) or 'nothing more'}<br>"
             f"<b>Estimate:</b> {card.estimate or 'unknown'}<br>"
-            f"<b>Memory:</b> {html.escape(card.memory.text()) or 'unknown'}</p>")
+            f"<b>Memory:</b> {html.escape(card.memory.demo_text()) or 'unknown'}"
+            + (f"<br><b>Full-size models (estimated from parameter counts):</b> {html.escape(card.memory.full_size)}"
+               if card.memory.full_size else "") + "</p>")
         self.form.set_schema(card.config_schema, {**card.defaults, **self._values.get(info.key, {})})
         self.changed.emit()
 
