@@ -4,9 +4,11 @@ One table for every method (MethodCard.memory, shown on the GUI's Method page an
 `concept-eraser methods -v`), kept apart from the method files so that re-measuring touches one file.
 
 Demo figures: bench/method_memory.py, 2026-11-24, on commit f929d9d (the base of branch memest), one
-process per (method, demo model), CPU, float32, `--steps 5` (peak memory does not grow with the step
-count: esd-x on digits peaked at 1009 MiB with 5 steps and 1003 MiB with its default 150; see the
-bench's docstring for the phases). MiB of resident memory:
+process per (method, demo model), CPU, float32, `--steps 5`. Peak memory does not grow with the step
+count (`--steps 0` = the defaults, digits; peak MiB with 5 steps → with the default): esd-x 1009 → 1003
+(150 steps), saddle 1061 → 1063 (100), vdu 1097 → 1102 (100), sfd 1224 → 1229 (40); a repeat of the same
+short run differed by up to ~20 MiB (esd-x digits: 1022, 1009). See the bench's docstring for the phases.
+MiB of resident memory:
 
 | method | model | loaded model | peak of the whole run | method over the loaded model |
 |---|---|---|---|---|
