@@ -6,9 +6,19 @@ x_init = s·z (z ~ N(0, I)); the output is read as the model's x0 estimate
     x_g = (x_init − √(1−ᾱ_T) ε(x_init, T, c)) / √ᾱ_T            (epsilon models; `denoise.to_x0` in general)
 which is how the SFD/SiD generator is defined (official code: `run_generator`, with s = √(1−ᾱ_T)).
 
+On Stable Diffusion the same holds in the VAE's latent space: z is the cell's initial latent noise, the
+UNet is conditioned on the prompt's text embedding, and x_g (scaled latents) is decoded by the VAE.
+
 `sample_grid` dispatches here when `bundle.meta` has "one_step": same rows, same seeds, same per-cell
 CPU generators (the cell's z is the first draw of its seed, like the first noise of a multi-step
 grid), one forward per batch, no guidance (a distilled generator has its guidance baked in).
+
+Outside this app (diffusers only): an SD one-step folder is saved with an EulerDiscreteScheduler
+(timestep_spacing "trailing"), with which one Euler step at t_init is exactly x_g:
+    pipe = StableDiffusionPipeline.from_pretrained(folder)
+    pipe(prompt, timesteps=[t_init], guidance_scale=1.0)   # t_init from concept_eraser.json
+(Euler starts from z·σ with σ = √((1−ᾱ)/ᾱ), feeds the UNet z·σ/√(σ²+1) = √(1−ᾱ)·z = x_init, and its
+step z·σ − σ·ε equals (x_init − √(1−ᾱ) ε)/√ᾱ.) This holds for sigma_init = √(1−ᾱ_{t_init}), the default.
 """
 
 from __future__ import annotations
@@ -52,7 +62,8 @@ def generate(bundle: ModelBundle, unet: torch.nn.Module, z: torch.Tensor, cond: 
 
 
 def sample_one_step(bundle: ModelBundle, spec: SamplingSpec, ctx: JobContext) -> Generator[Event, None, Grid]:
-    """Same-seed grid of a one-step model (class-conditional or unconditional DDPMs)."""
+    """Same-seed grid of a one-step model (class-conditional or unconditional DDPMs, Stable Diffusion)."""
+    from .denoise import encode, x0_to_images
     from .sampling import _noise, check_rows, to_uint8
 
     check_rows(bundle, spec.rows)
@@ -62,27 +73,43 @@ def sample_one_step(bundle: ModelBundle, spec: SamplingSpec, ctx: JobContext) ->
     sigma = float(meta.get("sigma_init", default_sigma(bundle, t_init)))
     cells = [(r, c) for r in range(len(spec.rows)) for c in range(len(spec.seeds))]
     batches = [cells[i : i + spec.batch_size] for i in range(0, len(cells), spec.batch_size)]
-    size = spec.height or s.resolution
+    h, w = spec.height or s.resolution, spec.width or spec.height or s.resolution
+    factor = 2 ** (len(bundle.vae.config.block_out_channels) - 1) if bundle.vae is not None else 1
     out = {}
     yield StageStarted("sample", total=len(batches))
     for b, batch in enumerate(batches):
         ctx.check_cancelled()
         rows = [spec.rows[r] for r, _ in batch]
         gens = [torch.Generator("cpu").manual_seed(spec.seeds[c]) for _, c in batch]
-        z = _noise(gens, (bundle.unet.config.in_channels, size, spec.width or size), bundle.device, bundle.dtype)
+        z = _noise(gens, (bundle.unet.config.in_channels, h // factor, w // factor), bundle.device, bundle.dtype)
         cond = Cond()
-        if s.conditioning == "class":
-            cond = Cond(labels=torch.tensor([s.null_class if r.label is None else r.label for r in rows],
-                                            device=bundle.device))
         with torch.no_grad():
+            if s.conditioning == "class":
+                cond = Cond(labels=torch.tensor([s.null_class if r.label is None else r.label for r in rows],
+                                                device=bundle.device))
+            elif s.conditioning == "text":
+                cond = encode(bundle, [r.prompt if r.prompt is not None else None for r in rows])
             x0 = generate(bundle, bundle.unet, z, cond, t_init, sigma)
-        for cell, img in zip(batch, to_uint8(x0), strict=True):
+            images = x0_to_images(bundle, x0)
+        for cell, img in zip(batch, to_uint8(images), strict=True):
             out[cell] = img
         yield Progress("sample", b + 1, len(batches))
     import numpy as np
 
     grid = np.stack([np.stack([out[(r, c)] for c in range(len(spec.seeds))]) for r in range(len(spec.rows))])
     return Grid(grid, tuple(row.describe(s.class_names) for row in spec.rows), tuple(spec.seeds))
+
+
+def one_step_scheduler(bundle: ModelBundle):
+    """SD: the scheduler saved with a one-step folder (see the module docstring); same ᾱ as the teacher's."""
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler.from_config(bundle.scheduler.config, timestep_spacing="trailing")
+
+
+def one_step_pipeline(bundle: ModelBundle, unet: torch.nn.Module):
+    """SD: a pipeline of the bundle's parts with `unet` (the generator) and the one-step scheduler."""
+    return type(bundle.pipe)(**{**bundle.pipe.components, "unet": unet, "scheduler": one_step_scheduler(bundle)})
 
 
 def save_one_step(bundle: ModelBundle, unet: torch.nn.Module, out_dir: Path, t_init: int, sigma_init: float,
@@ -93,8 +120,6 @@ def save_one_step(bundle: ModelBundle, unet: torch.nn.Module, out_dir: Path, t_i
     `extra_modules` are saved as further subfolders (e.g. the SFD fake score for a later stage 2);
     `half` stores the weights as float16 (they load back as float32) to keep bundled demos small.
     """
-    from diffusers import DDPMPipeline
-
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".onestep-", dir=out_dir.parent))
@@ -105,7 +130,12 @@ def save_one_step(bundle: ModelBundle, unet: torch.nn.Module, out_dir: Path, t_i
             m = copy.deepcopy(m).cpu()
             return m.half() if half else m
 
-        DDPMPipeline(unet=_prep(unet), scheduler=bundle.scheduler).save_pretrained(tmp, safe_serialization=True)
+        if bundle.pipe is not None:  # SD: the teacher's VAE, text encoder, tokenizer + generator + Euler
+            one_step_pipeline(bundle, _prep(unet)).save_pretrained(tmp, safe_serialization=True)
+        else:
+            from diffusers import DDPMPipeline
+
+            DDPMPipeline(unet=_prep(unet), scheduler=bundle.scheduler).save_pretrained(tmp, safe_serialization=True)
         for name, module in (extra_modules or {}).items():
             _prep(module).save_pretrained(tmp / name, safe_serialization=True)
         meta = {k: v for k, v in (bundle.meta or {}).items() if k not in ("build", ONE_STEP)}

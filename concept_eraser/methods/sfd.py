@@ -38,7 +38,20 @@ Where this is a reconstruction / adaptation (said in the report too):
   stage 1 and adds the forget terms. We keep the original teacher as f_φ in stage 2 (the official
   loader would take the teacher from the stage-1 checkpoint's fake score; we read that as unintended).
   A stage-1 folder made for this teacher (meta "teacher_sha256") is used automatically (`stage1`).
-Only `ddpm-cond` models are supported for now (SD needs text CFG plumbing and three SD UNets).
+
+Stable Diffusion (kind "sd"): the same loop in the VAE's latent space. G_θ, ε_ψ and the teacher are three
+copies of the UNet (the VAE and the text encoder stay frozen and shared; each prompt's embedding is
+computed once, `CondCache`); c is the prompt's text embedding, ∅ the empty prompt for the teacher's CFG.
+Conditioning (methods/sfd_prompts.py): with a vocabulary (the shapes demo) stage 1 distils all 1184
+captions of the vocabulary; for the forget term each caption with the concept's value (synonyms and
+phrases included) is paired with the same caption with the anchor's value ("a red striped circle" →
+"a red solid circle"); the retained prompts are the other captions. Without a vocabulary the concept in
+`forget_templates` wordings is mapped to the same wordings of the anchor and the user's retain prompts are
+distilled. The official DDPM timesteps mapped by ᾱ give t_init 625 (SiD-LSG's SD value is 625 too),
+t ∈ [20, 981) on SD's scaled-linear schedule; the teacher's CFG is the model's default (shapes 3.0).
+The result is an SD folder whose UNet is G_θ and whose scheduler is EulerDiscrete ("trailing"), with
+which plain diffusers samples it exactly in one step (engine/one_step.py); the app samples it by the
+"one_step" meta. The bundled shapes-onestep is stage 1 for the shapes demo (demo/digits_onestep.py).
 """
 
 from __future__ import annotations
@@ -53,14 +66,16 @@ import torch
 from pydantic import Field
 
 from concept_eraser.engine.bundle import ModelBundle
-from concept_eraser.engine.denoise import Cond, alphas_cumprod, encode, predict, target, to_x0, x_shape
+from concept_eraser.engine.denoise import Cond, CondItem, alphas_cumprod, predict, target, to_x0, x_shape
 from concept_eraser.engine.one_step import ONE_STEP, default_sigma, generate
 from concept_eraser.engine.training import load_checkpoint, save_checkpoint, step_generator
 from concept_eraser.spec.events import Event, Log, Progress, StageStarted
 from concept_eraser.spec.registry import MethodConfig, MethodInfo, Needs
 from concept_eraser.spec.runloop import JobCancelled, JobContext, UserError
 
+from ._shared import CondCache, vocabulary_of
 from .base import Method
+from .sfd_prompts import sd_plan
 
 OFFICIAL_T = {"t_init": 440, "t_min": 38, "t_max": 712}  # official DDPM defaults on the linear schedule
 
@@ -101,13 +116,20 @@ class SFDSettings:
 class SFDTrainer:
     """The alternating SFD loop over (ψ, θ). The teacher is `teacher` (frozen, untouched)."""
 
-    def __init__(self, bundle: ModelBundle, teacher: torch.nn.Module, s: SFDSettings, retain: list[int],
-                 forget: int | None = None, override: int | None = None,
+    def __init__(self, bundle: ModelBundle, teacher: torch.nn.Module, s: SFDSettings, retain: list[CondItem],
+                 forget: CondItem | list[CondItem] | None = None, override: CondItem | list[CondItem] | None = None,
                  generator: torch.nn.Module | None = None, fake: torch.nn.Module | None = None) -> None:
+        """`retain`: conditioning items (class labels, or prompts on SD) drawn uniformly for the plain SiD
+        term; `forget`/`override`: one item or parallel lists (SD: each forget prompt with its override)."""
         if forget is not None and override is None:
             raise UserError("SFD needs an override class for the forgotten one")
         self.bundle, self.teacher, self.s = bundle, teacher, s
-        self.retain, self.forget, self.override = list(retain), forget, override
+        listed = lambda v: None if v is None else list(v) if isinstance(v, list | tuple) else [v]  # noqa: E731
+        self.retain, self.forget, self.override = list(retain), listed(forget), listed(override)
+        if self.forget is not None and len(self.forget) != len(self.override):
+            raise UserError("SFD needs one override per forget item")
+        if not self.retain:
+            raise UserError("SFD has nothing to distil: no retained classes or prompts")
         teacher.requires_grad_(False).eval()
         self.gen = copy.deepcopy(generator if generator is not None else teacher).train().requires_grad_(True)
         self.fake = copy.deepcopy(fake if fake is not None else teacher).train().requires_grad_(True)
@@ -119,10 +141,11 @@ class SFDTrainer:
         self.sigma_init = default_sigma(bundle, s.t_init)
         self.step_done = 0
         self.a = alphas_cumprod(bundle)
+        self.cond_cache = CondCache(bundle)  # SD: each prompt through the frozen text encoder once
 
     # --- pieces -------------------------------------------------------------------------------
-    def _cond(self, labels: list[int] | torch.Tensor) -> Cond:
-        return encode(self.bundle, [int(v) for v in labels])
+    def _cond(self, items: list[CondItem]) -> Cond:
+        return self.cond_cache(list(items))
 
     def _x0(self, unet, x_t, t, cond: Cond) -> torch.Tensor:
         return to_x0(self.bundle, predict(self.bundle, x_t, t, cond, unet=unet), x_t, t)
@@ -132,14 +155,14 @@ class SFDTrainer:
         if g == 1.0:
             out = predict(self.bundle, x_t, t, cond, unet=self.teacher)
         else:
-            null = encode(self.bundle, [None] * len(cond))
+            null = self._cond([None] * len(cond))
             both = predict(self.bundle, torch.cat([x_t, x_t]), torch.cat([t, t]), Cond.cat([cond, null]),
                            unet=self.teacher)
             c, u = both.chunk(2)
             out = u + g * (c - u)
         return to_x0(self.bundle, out, x_t, t)
 
-    def _draw(self, g: torch.Generator, n: int, labels: list[int] | None = None):
+    def _draw(self, g: torch.Generator, n: int, labels: list[CondItem] | None = None):
         shape = (n, *x_shape(self.bundle))
         if labels is None:
             idx = torch.randint(0, len(self.retain), (n,), generator=g)
@@ -149,6 +172,15 @@ class SFDTrainer:
         t = torch.randint(self.s.t_min, self.s.t_max, (n,), generator=g)
         dev = self.bundle.device
         return labels, z.to(dev), eps.to(dev), t.to(dev)
+
+    def _draw_forget(self, g: torch.Generator, n: int):
+        """(forget items, their overrides, z, eps, t); one forget item draws no index (the digits runs' stream)."""
+        if len(self.forget) == 1:
+            idx = [0] * n
+        else:
+            idx = torch.randint(0, len(self.forget), (n,), generator=g).tolist()
+        labels, z, eps, t = self._draw(g, n, [self.forget[i] for i in idx])
+        return labels, [self.override[i] for i in idx], z, eps, t
 
     def _gen(self, unet, z, cond):
         return generate(self.bundle, unet, z, cond, self.s.t_init, self.sigma_init)
@@ -204,7 +236,8 @@ class SFDTrainer:
         total_f = loss_f
         loss_f_forget = torch.zeros(())
         if forget_on and s.kappa_sg > 0:
-            loss_f_forget = self.fake_loss(*self._draw(g, s.forget_batch, [self.forget] * s.forget_batch))
+            labels, _, z, eps, t = self._draw_forget(g, s.forget_batch)
+            loss_f_forget = self.fake_loss(labels, z, eps, t)
             total_f = total_f + s.kappa_sg * loss_f_forget
         if torch.isfinite(total_f):
             total_f.backward()
@@ -216,8 +249,8 @@ class SFDTrainer:
         total_g = loss_g
         loss_g_forget = torch.zeros(())
         if forget_on and s.kappa_g > 0:
-            labels, z, eps, t = self._draw(g, s.forget_batch, [self.forget] * s.forget_batch)
-            loss_g_forget, _ = self.gen_loss(labels, z, eps, t, teacher_labels=[self.override] * s.forget_batch)
+            labels, over, z, eps, t = self._draw_forget(g, s.forget_batch)
+            loss_g_forget, _ = self.gen_loss(labels, z, eps, t, teacher_labels=over)
             total_g = total_g + s.kappa_g * loss_g_forget
         if torch.isfinite(total_g):
             total_g.backward()
@@ -312,6 +345,10 @@ class SFDConfig(MethodConfig):
                              "False = Diff-Instruct gradient, about 40% cheaper.", json_schema_extra={"advanced": True})
     seed: int = Field(0, ge=0)
     checkpoint_every: int = Field(50, ge=0)
+    forget_templates: tuple[str, ...] = Field(
+        ("{}", "a {}", "a photo of {}", "an image of {}"), min_length=1,
+        description="sd without a vocabulary: wordings of the concept that are forgotten ({} = the concept), "
+        "each mapped to the same wording of the anchor.", json_schema_extra={"advanced": True})
 
     @classmethod
     def smoke(cls) -> SFDConfig:
@@ -332,7 +369,7 @@ def load_stage1(bundle: ModelBundle, where: str | None) -> tuple[torch.nn.Module
     """(generator, fake score, one_step meta) of a stage-1 folder made from this teacher, or None."""
     if where is None:
         return None
-    from diffusers import UNet2DModel
+    from diffusers import UNet2DConditionModel, UNet2DModel
 
     from concept_eraser.engine.loading import _read_json
     from concept_eraser.resources import models_dir
@@ -354,8 +391,9 @@ def load_stage1(bundle: ModelBundle, where: str | None) -> tuple[torch.nn.Module
         if where == "auto":
             return None
         raise UserError(f"{folder} was distilled from another model than the one loaded")
-    gen = UNet2DModel.from_pretrained(folder, subfolder="unet", local_files_only=True).float()
-    fake = UNet2DModel.from_pretrained(folder, subfolder="fake_score", local_files_only=True).float()
+    cls = UNet2DModel if bundle.kind == "ddpm-cond" else UNet2DConditionModel
+    gen = cls.from_pretrained(folder, subfolder="unet", local_files_only=True).float()
+    fake = cls.from_pretrained(folder, subfolder="fake_score", local_files_only=True).float()
     dev = bundle.device
     return gen.to(dev), fake.to(dev), meta
 
@@ -367,7 +405,7 @@ class SFD(Method):
         paper="Chen, Zhang, Zhou: Score Forgetting Distillation, ICLR 2025",
         summary="Distils the model into a one-step generator whose forgotten class follows the score of a "
                 "safe override class. Data-free; the result samples in one step.",
-        model_kinds=frozenset({"ddpm-cond"}),
+        model_kinds=frozenset({"ddpm-cond", "sd"}),
         needs=Needs(concept=True, anchor=True),
         edits=("unet",),
     )
@@ -377,9 +415,10 @@ class SFD(Method):
     def check(self, summary, spec, config) -> None:
         super().check(summary, spec, config)
         if len(spec.concepts) != 1:
-            raise UserError("sfd forgets one class at a time; give a single --forget label")
-        if spec.anchor is not None and spec.concepts[0].label == spec.anchor.label:
-            raise UserError("the override class must differ from the forgotten one")
+            raise UserError("sfd forgets one class or concept at a time; give a single --forget")
+        c, a = spec.concepts[0], spec.anchor
+        if a is not None and (c.label, (c.text or "").strip().lower()) == (a.label, (a.text or "").strip().lower()):
+            raise UserError("the override class/concept must differ from the forgotten one")
 
     def run(self, run, config: SFDConfig) -> Generator[Event, None, dict[str, float]]:
         bundle = run.bundle
@@ -387,10 +426,15 @@ class SFD(Method):
             raise UserError("this is already a one-step (distilled) model; run SFD on the multi-step model it "
                             f"came from ({bundle.meta.get('teacher', 'its teacher')})")
         inputs = run.inputs
-        forget = int(inputs.forget_items[0])
-        override = int(inputs.anchor_item)
-        n = bundle.summary.num_classes or 0
-        retain = [c for c in range(n) if c != forget]
+        if bundle.kind == "ddpm-cond":
+            forget, override = int(inputs.forget_items[0]), int(inputs.anchor_item)
+            n = bundle.summary.num_classes or 0
+            retain, everything = [c for c in range(n) if c != forget], list(range(n))
+        else:
+            plan = sd_plan(vocabulary_of(bundle), str(inputs.forget_items[0]), str(inputs.anchor_item),
+                           [str(i) for i in inputs.retain_items if isinstance(i, str)], config.forget_templates)
+            yield Log("info", f"SFD prompts: {plan.source}")
+            forget, override, retain, everything = plan.forget, plan.override, plan.retain, plan.everything
         teacher = bundle.unet
         stats: dict[str, float] = {}
         s2 = settings_for(bundle, config, config.steps)
@@ -405,7 +449,7 @@ class SFD(Method):
             stats["stage1_seconds"] = 0.0
         elif config.stage1_steps > 0:
             s1 = SFDSettings(**{**s2.__dict__, "steps": config.stage1_steps})
-            tr1 = SFDTrainer(bundle, teacher, s1, retain=list(range(n)))
+            tr1 = SFDTrainer(bundle, teacher, s1, retain=everything)
             st = yield from tr1.train(run.ctx, stage="distil", run_dir=_sub(run.run_dir, "stage1"),
                                       resume=run.resume and (run.run_dir / "stage1" / "checkpoint.pt").is_file())
             stats["stage1_seconds"] = st["seconds"]
