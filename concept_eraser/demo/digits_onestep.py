@@ -9,7 +9,9 @@ generator (unet/) and the fake score (fake_score/) in float16, with `"one_step"`
 weights hash in concept_eraser.json (shapes: the teacher's VAE, text encoder and tokenizer beside them,
 so the folder is a loadable one-step SD model). An SFD forgetting run on the teacher finds this folder
 and starts stage 2 from it, so it only pays for the forgetting iterations.
-Sizes: digits-onestep 2 × 1.4 MB; shapes-onestep 2 × 2.1 MB + VAE/text encoder 1.7 MB.
+Sizes: digits-onestep 2 × 1.4 MB; shapes-onestep 2 × 2.1 MB + VAE/text encoder 1.7 MB (6.0 MB).
+Costs on the shared 2-core CPU: digits-onestep 100 iterations at batch 32, 733 s; shapes-onestep 200
+iterations at batch 32 (lr 5e-5 / 1e-4, the sd stage-1 defaults), 666 s wall (the build's meta records it).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from concept_eraser.resources import models_dir
 from concept_eraser.spec.events import Log
 from concept_eraser.spec.runloop import JobContext
 
-SHAPES_STEPS = 600  # shapes-onestep: stage-1 iterations (see build_shapes_onestep)
+SHAPES_STEPS = 200  # shapes-onestep: stage-1 iterations (300 and 400 judged no better at 30 seeds)
 
 
 def build_onestep(teacher: str, out_dir: Path | None = None, seed: int = 0, ctx: JobContext | None = None,
@@ -43,7 +45,7 @@ def build_onestep(teacher: str, out_dir: Path | None = None, seed: int = 0, ctx:
     torch.manual_seed(seed)
     bundle = load_model(teacher)
     cfg = SFDConfig(batch=batch, seed=seed, stage1=None, **config)
-    s = settings_for(bundle, cfg, steps)
+    s = settings_for(bundle, cfg, steps, stage1=True)
     items = (list(range(bundle.summary.num_classes)) if bundle.kind == "ddpm-cond"
              else stage1_prompts(vocabulary_of(bundle)))
     trainer = SFDTrainer(bundle, bundle.unet, s, retain=items)
@@ -56,7 +58,7 @@ def build_onestep(teacher: str, out_dir: Path | None = None, seed: int = 0, ctx:
                  "sfd_stage1": {**s.__dict__, "steps": done, "items": len(items), "seconds": round(seconds, 1),
                                 "weights": "float16"}}
         save_one_step(bundle, trainer.ema_generator(), folder, s.t_init, trainer.sigma_init, extra_meta=extra,
-                      extra_modules={"fake_score": trainer.fake}, half=True)
+                      extra_modules={"fake_score": trainer.fake}, half=True, guidance=s.gen_guidance)
 
     job = trainer.train(ctx, stage="distil")
     while True:

@@ -11,14 +11,18 @@ UNet is conditioned on the prompt's text embedding, and x_g (scaled latents) is 
 
 `sample_grid` dispatches here when `bundle.meta` has "one_step": same rows, same seeds, same per-cell
 CPU generators (the cell's z is the first draw of its seed, like the first noise of a multi-step
-grid), one forward per batch, no guidance (a distilled generator has its guidance baked in).
+grid), one forward per batch. Guidance: the meta's "guidance", default 1 (none: the distilled generator
+has the teacher's guidance baked in, as digits-onestep and shapes-onestep do). SFD's `gen_guidance` option
+makes a classifier-free guided generator instead (G(z, c) combines the UNet's outputs on c and ∅ in one
+batched forward); on shapes it was no better (stage-1 colour judged 57% vs 66% unguided at lr 2e-4).
 
 Outside this app (diffusers only): an SD one-step folder is saved with an EulerDiscreteScheduler
 (timestep_spacing "trailing"), with which one Euler step at t_init is exactly x_g:
     pipe = StableDiffusionPipeline.from_pretrained(folder)
-    pipe(prompt, timesteps=[t_init], guidance_scale=1.0)   # t_init from concept_eraser.json
+    pipe(prompt, timesteps=[t_init], guidance_scale=g)   # t_init, g = "guidance" from concept_eraser.json
 (Euler starts from z·σ with σ = √((1−ᾱ)/ᾱ), feeds the UNet z·σ/√(σ²+1) = √(1−ᾱ)·z = x_init, and its
-step z·σ − σ·ε equals (x_init − √(1−ᾱ) ε)/√ᾱ.) This holds for sigma_init = √(1−ᾱ_{t_init}), the default.
+step z·σ − σ·ε equals (x_init − √(1−ᾱ) ε)/√ᾱ, with the pipeline's CFG on ε as in `generate`.) This holds for
+sigma_init = √(1−ᾱ_{t_init}), the default.
 """
 
 from __future__ import annotations
@@ -53,11 +57,19 @@ def default_sigma(bundle: ModelBundle, t_init: int) -> float:
 
 
 def generate(bundle: ModelBundle, unet: torch.nn.Module, z: torch.Tensor, cond: Cond, t_init: int,
-             sigma_init: float) -> torch.Tensor:
-    """x_g = G(z, c): one UNet call at t_init on x_init = sigma_init·z, read as x0. Differentiable."""
+             sigma_init: float, guidance: float = 1.0, uncond: Cond | None = None) -> torch.Tensor:
+    """x_g = G(z, c): one UNet call at t_init on x_init = sigma_init·z, read as x0. Differentiable.
+
+    `guidance` ≠ 1 makes the generator classifier-free guided (one batched call on c and ∅, combined in the
+    model's output space like a guided sampler): G(z, c) = to_x0(out_∅ + w (out_c − out_∅))."""
     x_init = z * sigma_init
     t = torch.full((z.shape[0],), t_init, device=z.device, dtype=torch.long)
-    out = predict(bundle, x_init, t, cond, unet=unet)
+    if guidance == 1.0:
+        out = predict(bundle, x_init, t, cond, unet=unet)
+    else:
+        both = predict(bundle, torch.cat([x_init, x_init]), torch.cat([t, t]), Cond.cat([cond, uncond]), unet=unet)
+        c, u = both.chunk(2)
+        out = u + guidance * (c - u)
     return to_x0(bundle, out, x_init, t)
 
 
@@ -89,7 +101,9 @@ def sample_one_step(bundle: ModelBundle, spec: SamplingSpec, ctx: JobContext) ->
                                                 device=bundle.device))
             elif s.conditioning == "text":
                 cond = encode(bundle, [r.prompt if r.prompt is not None else None for r in rows])
-            x0 = generate(bundle, bundle.unet, z, cond, t_init, sigma)
+            g = float(meta.get("guidance", 1.0))
+            uncond = encode(bundle, [None] * len(rows)) if g != 1.0 else None
+            x0 = generate(bundle, bundle.unet, z, cond, t_init, sigma, g, uncond)
             images = x0_to_images(bundle, x0)
         for cell, img in zip(batch, to_uint8(images), strict=True):
             out[cell] = img
@@ -114,7 +128,7 @@ def one_step_pipeline(bundle: ModelBundle, unet: torch.nn.Module):
 
 def save_one_step(bundle: ModelBundle, unet: torch.nn.Module, out_dir: Path, t_init: int, sigma_init: float,
                   extra_meta: dict | None = None, extra_modules: dict[str, torch.nn.Module] | None = None,
-                  half: bool = False) -> Path:
+                  half: bool = False, guidance: float = 1.0) -> Path:
     """Write a one-step model as a diffusers folder (UNet + the teacher's scheduler + meta with "one_step").
 
     `extra_modules` are saved as further subfolders (e.g. the SFD fake score for a later stage 2);
@@ -141,6 +155,8 @@ def save_one_step(bundle: ModelBundle, unet: torch.nn.Module, out_dir: Path, t_i
         meta = {k: v for k, v in (bundle.meta or {}).items() if k not in ("build", ONE_STEP)}
         meta.update(extra_meta or {})
         meta[ONE_STEP] = {"t_init": int(t_init), "sigma_init": float(sigma_init)}
+        if guidance != 1.0:
+            meta[ONE_STEP]["guidance"] = float(guidance)
         meta["default_steps"] = 1
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         replace_dir(tmp, out_dir)

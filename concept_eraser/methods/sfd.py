@@ -104,6 +104,7 @@ class SFDSettings:
     t_min: int = 78
     t_max: int = 951
     guidance: float = 1.5  # teacher CFG in the generator loss
+    gen_guidance: float = 1.0  # CFG inside the generator (SD: the model's default; see one_step.generate)
     kappa_sg: float = 0.01
     kappa_g: float = 1.0
     ema_decay: float = 0.99
@@ -183,7 +184,13 @@ class SFDTrainer:
         return labels, [self.override[i] for i in idx], z, eps, t
 
     def _gen(self, unet, z, cond):
-        return generate(self.bundle, unet, z, cond, self.s.t_init, self.sigma_init)
+        g = self.s.gen_guidance
+        uncond = self._cond([None] * len(cond)) if g != 1.0 else None
+        return generate(self.bundle, unet, z, cond, self.s.t_init, self.sigma_init, g, uncond)
+
+    def one_step_meta(self) -> dict:
+        meta = {"t_init": self.s.t_init, "sigma_init": self.sigma_init}
+        return meta | ({"guidance": self.s.gen_guidance} if self.s.gen_guidance != 1.0 else {})
 
     def fake_loss(self, labels, z, eps, t) -> torch.Tensor:
         cond = self._cond(labels)
@@ -321,16 +328,18 @@ class SFDTrainer:
 
 
 class SFDConfig(MethodConfig):
-    steps: int = Field(40, ge=1, le=100_000, description="Stage-2 (forgetting) iterations; each is one "
-                       "fake-score step and one generator step.")
+    steps: int | None = Field(None, ge=1, le=100_000, description="Stage-2 (forgetting) iterations; each is one "
+                              "fake-score step and one generator step. None = per model kind (ddpm-cond 40, sd 150).")
     stage1_steps: int = Field(200, ge=0, le=100_000, description="Stage-1 (distil all classes) iterations, "
                               "used only when no stage-1 model for this teacher is found.")
     stage1: str | None = Field("auto", description="Stage-1 one-step folder to start from: 'auto' (the bundled "
                                "<model>-onestep when it was made from this teacher), a path, or None (distil first).")
     batch: int = Field(16, ge=1, le=4096, description="Retained-class samples per step.")
     forget_batch: int = Field(16, ge=1, le=4096, description="Forget-class samples per step.")
-    lr_g: float = Field(2e-4, gt=0, le=1.0, description="Generator learning rate (official 1e-5 for CIFAR-size UNets).")
-    lr_f: float = Field(5e-4, gt=0, le=1.0, description="Fake-score learning rate.")
+    lr_g: float | None = Field(None, gt=0, le=1.0, description="Stage-2 generator learning rate (official 1e-5 for "
+                               "CIFAR-size UNets). None = per model kind (ddpm-cond 2e-4, sd 1.5e-4).")
+    lr_f: float | None = Field(None, gt=0, le=1.0, description="Stage-2 fake-score learning rate. None = per model "
+                               "kind (ddpm-cond 5e-4, sd 2e-4).")
     alpha: float = Field(1.2, ge=0.0, le=5.0, description="SiD α.")
     t_init: int | None = Field(None, ge=1, le=999, description="Generator timestep; None = official 440 mapped "
                                "to this model's schedule by ᾱ.", json_schema_extra={"advanced": True})
@@ -338,8 +347,12 @@ class SFDConfig(MethodConfig):
     t_max: int | None = Field(None, ge=1, le=1000, json_schema_extra={"advanced": True})
     guidance: float | None = Field(None, ge=1.0, le=20.0, description="Teacher CFG in the generator loss "
                                    "(None = the model's default).")
+    gen_guidance: float | None = Field(None, ge=1.0, le=20.0, description="CFG inside the one-step generator "
+                                       "(None: 1 for class models, the model's default for sd; a stage-1 model's "
+                                       "own value wins).", json_schema_extra={"advanced": True})
     kappa_sg: float = Field(0.01, ge=0.0, le=10.0, description="Fake-score weight of the forget class.")
-    kappa_g: float = Field(1.0, ge=0.0, le=10.0, description="Generator weight of the forget term.")
+    kappa_g: float | None = Field(None, ge=0.0, le=20.0, description="Generator weight of the forget term. "
+                                  "None = per model kind (ddpm-cond 1, sd 8).")
     ema_decay: float = Field(0.99, ge=0.0, lt=1.0)
     score_grad: bool = Field(True, description="Back-propagate through the score networks (official); "
                              "False = Diff-Instruct gradient, about 40% cheaper.", json_schema_extra={"advanced": True})
@@ -355,12 +368,30 @@ class SFDConfig(MethodConfig):
         return cls(steps=2, stage1_steps=1, stage1=None, batch=4, forget_batch=2)
 
 
-def settings_for(bundle: ModelBundle, cfg: SFDConfig, steps: int) -> SFDSettings:
+# Per model kind (measured, see the module docstring): stage-2 length, learning rates and forget weight, and the
+# stage-1 learning rates (G, ψ). The shapes SD loses its colours under SiD at 2e-4 (stage 1: colour judged 56%
+# after 200 iterations) and keeps them at 5e-5/1e-4 (100%).
+KIND_DEFAULTS = {
+    "ddpm-cond": {"steps": 40, "lr_g": 2e-4, "lr_f": 5e-4, "kappa_g": 1.0, "stage1_lr": (2e-4, 5e-4)},
+    "sd": {"steps": 150, "lr_g": 1.5e-4, "lr_f": 2e-4, "kappa_g": 8.0, "stage1_lr": (5e-5, 1e-4)},
+}
+
+
+def settings_for(bundle: ModelBundle, cfg: SFDConfig, steps: int | None = None, stage1: bool = False) -> SFDSettings:
+    """Settings of one stage: `steps` None = the config's (stage 2); `stage1` picks the stage-1 learning rates
+    when the config leaves them unset."""
     t = {k: (getattr(cfg, k) if getattr(cfg, k) is not None else match_schedule(bundle, v))
          for k, v in OFFICIAL_T.items()}
     guidance = cfg.guidance if cfg.guidance is not None else bundle.summary.default_guidance
-    return SFDSettings(steps=steps, batch=cfg.batch, forget_batch=cfg.forget_batch, lr_g=cfg.lr_g, lr_f=cfg.lr_f,
-                       alpha=cfg.alpha, guidance=guidance, kappa_sg=cfg.kappa_sg, kappa_g=cfg.kappa_g,
+    gen_g = cfg.gen_guidance if cfg.gen_guidance is not None else 1.0
+    d = KIND_DEFAULTS["ddpm-cond" if bundle.kind == "ddpm-cond" else "sd"]
+    lr_g, lr_f = (d["stage1_lr"] if stage1 else (d["lr_g"], d["lr_f"]))
+    lr_g = cfg.lr_g if cfg.lr_g is not None else lr_g
+    lr_f = cfg.lr_f if cfg.lr_f is not None else lr_f
+    kappa_g = cfg.kappa_g if cfg.kappa_g is not None else d["kappa_g"]
+    steps = steps if steps is not None else (cfg.steps if cfg.steps is not None else d["steps"])
+    return SFDSettings(steps=steps, batch=cfg.batch, forget_batch=cfg.forget_batch, lr_g=lr_g, lr_f=lr_f,
+                       alpha=cfg.alpha, guidance=guidance, gen_guidance=gen_g, kappa_sg=cfg.kappa_sg, kappa_g=kappa_g,
                        ema_decay=cfg.ema_decay, score_grad=cfg.score_grad, seed=cfg.seed,
                        checkpoint_every=cfg.checkpoint_every, **t)
 
@@ -437,18 +468,18 @@ class SFD(Method):
             forget, override, retain, everything = plan.forget, plan.override, plan.retain, plan.everything
         teacher = bundle.unet
         stats: dict[str, float] = {}
-        s2 = settings_for(bundle, config, config.steps)
+        s2 = settings_for(bundle, config)
         stage1 = load_stage1(bundle, config.stage1)
         gen = fake = None
         if stage1 is not None:
             gen, fake, meta1 = stage1
             t_init = int(meta1[ONE_STEP]["t_init"])
-            if t_init != s2.t_init:
-                s2 = SFDSettings(**{**s2.__dict__, "t_init": t_init})
+            g = float(meta1[ONE_STEP].get("guidance", 1.0))  # stage 2 keeps stage 1's generator form
+            s2 = SFDSettings(**{**s2.__dict__, "t_init": t_init, "gen_guidance": g})
             yield Log("info", f"SFD stage 2 starts from the stage-1 one-step model (t_init {t_init})")
             stats["stage1_seconds"] = 0.0
         elif config.stage1_steps > 0:
-            s1 = SFDSettings(**{**s2.__dict__, "steps": config.stage1_steps})
+            s1 = settings_for(bundle, config, config.stage1_steps, stage1=True)
             tr1 = SFDTrainer(bundle, teacher, s1, retain=everything)
             st = yield from tr1.train(run.ctx, stage="distil", run_dir=_sub(run.run_dir, "stage1"),
                                       resume=run.resume and (run.run_dir / "stage1" / "checkpoint.pt").is_file())
@@ -461,8 +492,7 @@ class SFD(Method):
         # The result is the one-step generator: its EMA weights replace the UNet's, the meta says "one step".
         with torch.no_grad():
             bundle.unet.load_state_dict(tr.ema)
-        bundle.meta = {**(bundle.meta or {}), ONE_STEP: {"t_init": s2.t_init, "sigma_init": tr.sigma_init},
-                       "default_steps": 1}
+        bundle.meta = {**(bundle.meta or {}), ONE_STEP: tr.one_step_meta(), "default_steps": 1}
         return stats
 
 

@@ -74,7 +74,8 @@ def test_sd_method_run_gives_a_one_step_model_that_samples_exports_and_loads_in_
     method = get_method("sfd")
     spec = JobSpec(model=ModelSource(path=str(sd_folder)), concepts=[Concept(text="cat")],
                    anchor=Concept(text="dog"), retain=[SampleRow(prompt=p) for p in RETAIN], method="sfd")
-    cfg = SFDConfig.smoke().model_copy(update={"t_init": 60, "t_min": 5, "t_max": 95})
+    # gen_guidance 2: the classifier-free guided generator form (sd option), exported exactly to diffusers
+    cfg = SFDConfig.smoke().model_copy(update={"t_init": 60, "t_min": 5, "t_max": 95, "gen_guidance": 2.0})
     method.check(b.summary, spec, cfg)
     run = UnlearnRun(bundle=b, spec=spec, ctx=JobContext(), run_dir=tmp_path / "run",
                      inputs=ForgetInputs(concepts=spec.concepts, anchor=spec.anchor, retain=spec.retain))
@@ -87,18 +88,22 @@ def test_sd_method_run_gives_a_one_step_model_that_samples_exports_and_loads_in_
     grid = run_blocking(sample_grid(b, SamplingSpec(rows=rows, seeds=[0, 3], steps=30, batch_size=4), JobContext()))
     h.remove()
     assert grid.images.shape == (2, 2, 16, 16, 3) and len(calls) == 1
-    out = save_one_step(b, b.unet, tmp_path / "model", 60, b.meta["one_step"]["sigma_init"])
+    out = save_one_step(b, b.unet, tmp_path / "model", 60, b.meta["one_step"]["sigma_init"],
+                        guidance=b.meta["one_step"]["guidance"])
     loaded = load_model(str(out))
     assert loaded.meta["one_step"]["t_init"] == 60 and loaded.summary.default_steps == 1
     again = run_blocking(sample_grid(loaded, SamplingSpec(rows=rows, seeds=[0, 3], batch_size=4), JobContext()))
     assert np.array_equal(again.images, grid.images)
-    # plain diffusers: the saved Euler ("trailing") scheduler, one step at t_init, no guidance = the same images
+    # plain diffusers: the saved Euler ("trailing") scheduler, one step at t_init with the generator's own CFG
+    # = the same images
     from diffusers import StableDiffusionPipeline
 
+    g = loaded.meta["one_step"]["guidance"]
+    assert g == 2.0
     pipe = StableDiffusionPipeline.from_pretrained(out, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     latents = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(3))
-    img = pipe("a cat", timesteps=[60], guidance_scale=1.0, latents=latents, output_type="np").images[0]
+    img = pipe("a cat", timesteps=[60], guidance_scale=g, latents=latents, output_type="np").images[0]
     assert np.abs(np.round(img * 255).astype(int) - grid.images[0, 1].astype(int)).max() <= 2
 
 
