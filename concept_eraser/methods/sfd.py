@@ -49,6 +49,12 @@ phrases included) is paired with the same caption with the anchor's value ("a re
 `forget_templates` wordings is mapped to the same wordings of the anchor and the user's retain prompts are
 distilled. The official DDPM timesteps mapped by ᾱ give t_init 625 (SiD-LSG's SD value is 625 too),
 t ∈ [20, 981) on SD's scaled-linear schedule; the teacher's CFG is the model's default (shapes 3.0).
+SD settings (KIND_DEFAULTS; 30-seed judged tuning on shapes, forget "striped" → "solid"): at the digits
+learning rates (2e-4 / 5e-4) SiD drifts the shapes generator's colours (stage 1 colour judged 66% after 100
+iterations, 56% after 200); at 5e-5 / 1e-4 stage 1 keeps them (100%, IRA 0.98 / CRA 0.94 of the teacher after
+200 iterations at batch 32; 300 and 400 were no better). Stage 2 needs a stronger pull than digits:
+κ_g 8, lr 1.5e-4 / 2e-4, 150 iterations (κ_g 8 at lr 1e-4 for 100 iterations: UA 77.5%; 150 at 1.5e-4: 98.3%).
+A classifier-free guided generator (`gen_guidance`) was tried and was no better; the default is unguided.
 The result is an SD folder whose UNet is G_θ and whose scheduler is EulerDiscrete ("trailing"), with
 which plain diffusers samples it exactly in one step (engine/one_step.py); the app samples it by the
 "one_step" meta. The bundled shapes-onestep is stage 1 for the shapes demo (demo/digits_onestep.py).

@@ -126,3 +126,21 @@ def test_shapes_vocabulary_plan_pairs_each_forget_caption_with_its_override():
     assert len(plan.everything) == len(vocabulary_captions(voc))
     with pytest.raises(UserError, match="anchor"):
         sd_plan(voc, "striped", "red", [], ("{}",))
+
+
+def test_shipped_shapes_onestep_is_found_by_stage2_and_samples_in_one_step():
+    folder = models_dir() / "shapes-onestep"
+    if not (folder / "model_index.json").is_file() or not (models_dir() / "shapes" / "model_index.json").is_file():
+        pytest.skip("shapes / shapes-onestep not built")
+    from concept_eraser.methods.sfd import load_stage1
+
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size < 8 * 2**20, size
+    teacher = load_model("shapes")
+    gen, fake, meta = load_stage1(teacher, "auto")
+    assert meta["teacher_sha256"] == teacher.summary.sha256 and meta["one_step"]["t_init"] > 0
+    assert all(p.dtype == torch.float32 for p in gen.parameters())
+    one = load_model(str(folder))
+    grid = run_blocking(sample_grid(one, SamplingSpec(rows=[SampleRow(prompt="a red solid circle")], seeds=[0, 1]),
+                                    JobContext()))
+    assert grid.images.shape == (1, 2, 32, 32, 3)
