@@ -587,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="build or measure the bundled demo models")
     dsub = s.add_subparsers(dest="demo_command", required=True)
     d = dsub.add_parser("build", help="(re)train a demo model or judge with a fixed seed")
-    d.add_argument("name", choices=["digits", "digits-judge", "digits-onestep", "shapes", "shapes-judge"])
+    d.add_argument("name", choices=["digits", "digits-judge", "digits-onestep", "shapes", "shapes-onestep", "shapes-judge"])
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out")
     d.set_defaults(func=cmd_demo_build)

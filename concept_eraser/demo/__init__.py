@@ -36,6 +36,9 @@ DEMOS: dict[str, DemoRecipe] = {
         DemoRecipe("shapes", "Shapes (tiny Stable Diffusion)", "sd",
                    "32x32 captioned shapes: forget a shape, a colour or a texture by prompt.",
                    "concept_eraser.demo.shapes", "build_shapes", judge="shapes-judge"),
+        DemoRecipe("shapes-onestep", "Shapes one-step (SFD stage 1)", "sd",
+                   "The shapes model distilled into a one-step generator (no forgetting); SFD runs start here.",
+                   "concept_eraser.demo.digits_onestep", "build_shapes_onestep", judge="shapes-judge"),
         DemoRecipe("shapes-judge", "Shapes judge", "judge", "Multi-head CNN: shape, colour, texture.",
                    "concept_eraser.demo.shapes_judge", "build_shapes_judge"),
     )

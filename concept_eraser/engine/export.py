@@ -157,6 +157,9 @@ def export_job(run_dir: str | Path, fmt: str, out: str | Path, ctx: JobContext,
     kind = edited.summary.kind
     if kind not in ("sd", "sdxl") and fmt != "diffusers":
         raise UserError(f"{kind} models export only as a diffusers folder (--format diffusers)")
+    if edited.meta.get("one_step") and fmt != "diffusers":  # the other formats would lose "sample in one step"
+        raise UserError("a one-step (SFD) model exports only as a diffusers folder (--format diffusers): "
+                        "single files, deltas and LoRAs would be sampled as a multi-step model")
     base_sha = spec.model.sha256 or ""
     meta = ef.export_metadata(fmt, spec.to_json(), base_sha, spec.method, scores)
     sampling = verify_sampling(edited, spec, options)

@@ -126,7 +126,11 @@ def save_model(bundle: ModelBundle, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        if bundle.pipe is not None:
+        if bundle.pipe is not None and bundle.meta and bundle.meta.get("one_step"):
+            from .one_step import one_step_pipeline  # SFD on SD: the generator with a one-step scheduler
+
+            one_step_pipeline(bundle, bundle.unet).save_pretrained(tmp, safe_serialization=True)
+        elif bundle.pipe is not None:
             bundle.pipe.save_pretrained(tmp, safe_serialization=True)
         else:
             src = Path(bundle.summary.source)
