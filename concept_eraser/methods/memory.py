@@ -27,6 +27,7 @@ MiB of resident memory:
 | vdu | shapes | 870 | 949 | +79 |
 | advunlearn | shapes | 869 | 921 | +53 |
 | sfd | digits | 849 | 1224 | +375 |
+| sfd | shapes | 869 | 1180 | +311 (measured on 95c0ac5, after SFD gained sd) |
 
 Python with torch and the engine imported is ~555 MiB and ~850-870 MiB once a demo model is loaded (the
 demo models have 0.7-1.5 M parameters, a few MB: the rest is the libraries), so on the demos the methods
@@ -97,12 +98,12 @@ MEMORY: dict[str, MemoryEstimate] = {
                   "originals) × 2 B ≈ 0.68 GB, plus activations through the frozen UNet (not estimated); the "
                   "CPU keeps a 0.25 GB copy of the text encoder to undo the run. In float32 double every figure."),
     "sfd": MemoryEstimate(
-        **_demo(digits=(1224, 375)), measured=MEASURED,
-        full_size="class-conditional DDPMs only: the teacher + two trained copies (generator, fake score), each "
-                  "with a gradient and Adam's two moments, + the generator's EMA and its final copy ≈ 11 × the "
-                  "UNet's weights on the device and one more on the CPU to undo the run (a 100 M-parameter UNet "
-                  "in float32: ≈ 4.4 + 0.4 GB), plus activations (the score gradient flows through both "
-                  "networks; not estimated)."),
+        **_demo(digits=(1224, 375), shapes=(1180, 311)), measured=MEASURED,
+        full_size="the teacher + two trained copies (generator, fake score), each with a gradient and Adam's two "
+                  "moments, + the generator's EMA and its final copy ≈ 11 × the UNet's weights on the device and "
+                  "one more on the CPU to undo the run (SD 1.5 in fp16: ≈ 19 GB + 0.4 GB for the text encoder and "
+                  "VAE; a 100 M-parameter DDPM UNet in float32: ≈ 4.4 GB), plus activations (the score gradient "
+                  "flows through both networks; not estimated)."),
 }
 
 
