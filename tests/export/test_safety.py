@@ -93,3 +93,26 @@ def test_apply_refuses_overwrite_and_the_base_folder(runs, bases, tmp_path):
     assert result.status == "failed" and "--force" in result.error
     result = run_blocking(guarded(apply_job(str(bases["sd1"]), delta, bases["sd1"] / "out", JobContext())))
     assert result.status == "failed" and "only read" in result.error
+
+
+def test_one_step_models_export_only_as_diffusers(tmp_path):
+    """A one-step (SFD) model in a LoRA, delta or single file would be sampled as a multi-step model."""
+    import shutil
+
+    from concept_eraser.engine.catalog import demo_models
+    from concept_eraser.spec import Concept, JobSpec, ModelSource
+
+    source = next((m for m in demo_models() if m.name == "shapes-onestep"), None)
+    if source is None or not source.available:
+        pytest.skip("the shipped shapes-onestep model is missing")
+    run_dir = tmp_path / "run"
+    shutil.copytree(source.path, run_dir / "model")
+    spec = JobSpec(model=ModelSource(path="shapes"), concepts=[Concept(text="striped")], method="sfd")
+    (run_dir / "job.json").write_text(spec.to_json())
+    for fmt, name in (("lora", "l.safetensors"), ("delta", "d.safetensors"), ("single-file", "s.safetensors")):
+        result = run(run_dir, fmt, tmp_path / name)
+        assert result.status == "failed" and result.user_error and "one-step" in result.error, (fmt, result.error)
+        assert not (tmp_path / name).exists()
+    result = run(run_dir, "diffusers", tmp_path / "d")
+    assert result.ok, result.details
+    assert (tmp_path / "d" / "model_index.json").is_file()
