@@ -7,40 +7,53 @@ OPTML-Group/AdvUnlearn, train-scripts/AdvUnlearn.py, utils/get_loss.py, utils/at
 Only the text encoder TE_θ is trained (its transformer layers and final norm; token and position
 embeddings stay frozen); the UNet ε is frozen and shared by teacher and student. Per iteration:
 
-  1. draw a DDIM step k of `rollout_steps`; roll out x_k from noise with the frozen model, CFG
-     `guidance` (3), conditioned on c_f (the forget rows) and on c_r (the retain rows);
+  1. x_k: states of DDIM roll-outs (`rollout_steps`, CFG `guidance` 3) from the frozen model conditioned on
+     the forget prompts c_f and on the retain prompts c_r (see "roll-out pool" below);
   2. targets from the frozen UNet with the *frozen* text encoder TE*:
-         e_0 = ε(x_k, TE*(∅), t),   e_p = ε(x_k, TE*(c_f), t);
+         e_a = ε(x_k, TE*(a_f), t),   e_p = ε(x_k, TE*(c_f), t)
+     with a_f the ESD reference: ∅ in the paper; see `anchor` below;
   3. inner attack (after `warmup` iterations, every `attack_every`): k soft token embeddings δ
      inserted after the start token of c_f (the paper's "prefix_k"), optimised for `attack_steps`
      Adam steps (or one signed step, `fast`) to minimise ‖ε(x_k, TE_θ([δ; c_f]), t) − e_p‖²: the
      prompt that makes the *current unlearned* model reproduce the original concept prediction;
   4. outer step on θ (the paper's Eq. 5 with the ESD target, Eq. 6 utility regulariser):
-         L = ‖ε(x_k, TE_θ(c̃), t) − (e_0 − η (e_p − e_0))‖²
+         L = ‖ε(x_k, TE_θ(c̃), t) − (e_a − η (e_p − e_a))‖²
              + γ ‖ε(x^r_k, TE_θ(c_r), t) − ε(x^r_k, TE*(c_r), t)‖²
      with c̃ = [δ; c_f] (c_f itself during warm-up).
 
 Memory: the reference code loads two full Stable Diffusion copies. Here the UNet is frozen and never
-trained, so one copy serves both branches; TE*'s outputs (for c_f, ∅ and every retain prompt) are
-computed once, before training, with the original text-encoder tensors swapped in
+trained, so one copy serves both branches; TE*'s outputs (for c_f, the references, ∅ and every retain
+prompt) are computed once, before training, with the original text-encoder tensors swapped in
 (`engine.training.Originals`), and cached. No second model exists (bench/advunlearn.py measures it).
 
+Resume: δ is warm-started across iterations (the code's "latest" initialisation), so it is method state:
+it is written beside the checkpoint after every step (`advunlearn_state.safetensors`, keyed by completed
+step) and a resumed run continues from the checkpoint step's δ (bit-identical to an uninterrupted run on
+CPU; tests/methods/test_advunlearn.py).
+
 Reconstruction points (not fixed by the paper; our choices):
-  * batching: `batch` forget roll-outs and `retain_batch` retain roll-outs per step (paper: 1 and 5)
-    and one δ shared by the step's forget rows; δ starts at random vocabulary embeddings or at the
-    previous round's δ (`attack_init`, the code's "latest");
-  * ∅ (the empty prompt) is always a retain row: CFG at sampling time uses TE_θ(∅), so it must not
-    drift (our addition; the paper's retain set is COCO-object prompts only);
-  * "fast" AT = one signed-gradient step of size `fast_step` from the initial δ;
-  * default retain prompts for the shapes demo (when the job gives none): every caption
-    "{template}" of a shape, colour and texture that does not name the concept (nor a synonym),
-    with the caption templates 1-5 of demo/shapes_data.py, not template 0 that the judged
-    evaluation prompts use. Other models need retain prompts (the paper: COCO objects without
-    the concept);
-  * defaults adapted to the tiny demo (64-d, 3-layer CLIP): lr 1e-3 (paper 1e-5 on SD's 123 M
-    encoder), 100 iterations with 20 warm-up (paper 1000 / 200), 10 attack steps at lr 0.01
-    (paper 30 at 1e-3; the demo's embeddings have element std ~0.02), roll-out of 20 DDIM steps
-    (paper 50), γ = 0.5 (paper README 0.3). Models over 100 M parameters get the paper's values.
+  * forget prompts: the concept and, for a model that ships a vocabulary (the shapes demo), every
+    vocabulary prompt "a {colour} {texture} {shape}" naming it or a synonym (as esd-x). The paper trains on
+    the concept word alone; on the demo that erased the word but transferred only partly to full prompts
+    (striped: UA 57.5% at 20 judged samples);
+  * `anchor="stripped"` (default): the ESD reference a_f of a forget prompt is the prompt with the concept
+    words removed ("a red striped circle" → "a red circle"); for the bare concept it is ∅, the paper's
+    target exactly. With ∅ for full prompts (`anchor="null"`) the target also negates the prompt's other
+    words (anti-red, anti-circle), and cross-attribute accuracy fell to 0.49-0.60 of the original;
+  * retain prompts for the shapes demo (when the job gives none): the vocabulary prompts without the concept
+    (the forget prompts' own form, as esd-x) and the captions of templates 1-5 of demo/shapes_data.py
+    without it; ∅ is always a retain row, since CFG at sampling time uses TE_θ(∅). Other models need
+    retain prompts (the paper: COCO object prompts without the concept);
+  * roll-out pool (`rollout="pool"`, default): the paper rolls out afresh every iteration, but from frozen
+    components (frozen UNet, TE*), so the states have one distribution for the whole run; we roll out
+    `pool_trajectories` per prompt set once and keep every state (as esd-x), half of each batch from the
+    prompts' own roll-outs and half from any (the erased model's trajectories leave the concept's).
+    `rollout="fresh"` is the paper's per-step roll-out;
+  * batching: `batch` forget states and `retain_batch` retain states per step (paper: 1 and 5); one δ per
+    forget prompt, each attacked on its own states (the paper's batch of 1 has one δ);
+  * "fast" AT = one signed-gradient step of size `fast_step` from the current δ;
+  * defaults adapted to the tiny demo (64-d, 3-layer CLIP): see the config below and the measured table.
+    Models over 100 M parameters get the paper's lr 1e-5 and 50-step roll-outs.
 
 The result is a plug-and-play text encoder: `save_text_encoder` writes it alone (safetensors +
 config + the job in the metadata) and `apply_text_encoder` loads it into another pipeline of the
@@ -99,6 +112,9 @@ class AdvUnlearnConfig(MethodConfig):
                              "(the paper: 1e-3 on SD's embeddings).")
     adv_tokens: int = Field(1, ge=1, le=16, description="Adversarial soft tokens prepended to the concept (the "
                             "paper: 1).")
+    adv_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="Share of each step's forget rows that get the adversarial prompt after "
+        "warm-up; the rest keep the plain prompt (1 = the paper: adversarial prompts only).")
     fast: bool = Field(False, description="Fast AT: one signed-gradient attack step instead of attack_steps "
                        "Adam steps (cheaper, less robust).")
     fast_step: float = Field(0.03, gt=0, le=10.0, description="Step size of the fast attack's signed step.",
@@ -456,20 +472,23 @@ class AdvUnlearn(Method):
                 tgt = e_0 - config.eta * (e_p - e_0)
             scalars: dict[str, float] = {}
             fi_cpu = fi.cpu()
-            if step >= warmup:
-                if (step - warmup) % config.attack_every == 0:
-                    init = deltas[fi_cpu]
-                    if config.attack_init == "random":
-                        tok = torch.randint(0, table.shape[0], (B, config.adv_tokens), generator=g).to(table.device)
-                        init = table[tok].detach().float()
-                    new, losses = inner_attack(bundle, ids_f_adv[fi_cpu], xf, tf, e_p, init, config.attack_steps,
-                                               config.attack_lr, config.fast, config.fast_step)
-                    deltas = deltas.clone()
-                    deltas[fi_cpu] = new
-                    scalars["attack_start"], scalars["attack_end"] = losses[0], losses[-1]
-                hidden_f = te_hidden(bundle, ids_f_adv[fi_cpu], deltas[fi_cpu])
-            else:
-                hidden_f = te_hidden(bundle, ids_f_plain[fi_cpu])
+            # rows [:A] get the adversarial prompt, the rest the plain one (all plain during warm-up)
+            A = max(1, round(config.adv_fraction * B)) if step >= warmup else 0
+            ia = fi_cpu[:A]
+            if A and (step - warmup) % config.attack_every == 0:
+                init = deltas[ia]
+                if config.attack_init == "random":
+                    tok = torch.randint(0, table.shape[0], (A, config.adv_tokens), generator=g).to(table.device)
+                    init = table[tok].detach().float()
+                new, losses = inner_attack(bundle, ids_f_adv[ia], xf[:A], tf[:A], e_p[:A], init, config.attack_steps,
+                                           config.attack_lr, config.fast, config.fast_step)
+                deltas = deltas.clone()
+                deltas[ia] = new
+                scalars["attack_start"], scalars["attack_end"] = losses[0], losses[-1]
+            parts = [te_hidden(bundle, ids_f_adv[ia], deltas[ia])] if A else []
+            if A < B:
+                parts.append(te_hidden(bundle, ids_f_plain[fi_cpu[A:]]))
+            hidden_f = torch.cat(parts)
             store.save(step + 1, deltas)
             if rs is not None:
                 hidden = torch.cat([hidden_f, te_hidden(bundle, ids_r[rs[2].cpu()])])
