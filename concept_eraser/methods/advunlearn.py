@@ -107,14 +107,14 @@ class AdvUnlearnConfig(MethodConfig):
                                  "prompts (the paper's README: 0.3).")
     warmup: int | None = Field(None, ge=0, description="Iterations without attack. None = 20% of steps (the "
                                "paper: 200 of 1000).")
-    attack_steps: int = Field(10, ge=1, le=1000, description="Adam steps of the inner attack (the paper: 30).")
+    attack_steps: int = Field(20, ge=1, le=1000, description="Adam steps of the inner attack (the paper: 30).")
     attack_lr: float = Field(0.01, gt=0, le=10.0, description="Adam learning rate of the inner attack "
                              "(the paper: 1e-3 on SD's embeddings).")
     adv_tokens: int = Field(1, ge=1, le=16, description="Adversarial soft tokens prepended to the concept (the "
                             "paper: 1).")
     adv_fraction: float = Field(
-        1.0, gt=0.0, le=1.0, description="Share of each step's forget rows that get the adversarial prompt after "
-        "warm-up; the rest keep the plain prompt (1 = the paper: adversarial prompts only).")
+        0.5, gt=0.0, le=1.0, description="Share of each step's forget rows that get the adversarial prompt after "
+        "warm-up; the rest keep the plain prompt (1 = the paper: adversarial prompts only; 0.5 = our default: the plain prompts are the ones users type).")
     fast: bool = Field(False, description="Fast AT: one signed-gradient attack step instead of attack_steps "
                        "Adam steps (cheaper, less robust).")
     fast_step: float = Field(0.03, gt=0, le=10.0, description="Step size of the fast attack's signed step.",
@@ -133,7 +133,7 @@ class AdvUnlearnConfig(MethodConfig):
     rollout_steps: int | None = Field(
         None, ge=2, le=1000, description="DDIM steps of the roll-out schedule. None = 50 (the paper's) for models "
         "over 100 M parameters, 20 for the small demos.", json_schema_extra=ADV)
-    batch: int = Field(2, ge=1, le=256, description="Forget roll-outs per iteration (the paper: 1).")
+    batch: int = Field(4, ge=1, le=256, description="Forget states per iteration (the paper: 1).")
     retain_batch: int = Field(3, ge=0, le=256, description="Retain prompts per iteration, ∅ included (the "
                               "paper: 5).")
     rollout: Literal["pool", "fresh"] = Field(
