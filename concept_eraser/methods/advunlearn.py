@@ -64,6 +64,23 @@ Reconstruction points (not fixed by the paper; our choices):
     ASR 100%; 150 iterations alone did not raise striped UA. Models over 100 M parameters get the paper's
     lr 1e-5 and 50-step roll-outs.
 
+Measured (bench/advunlearn.py --samples 100 --attempts 4, both methods at their defaults, training seed 0,
+judged seeds 1000-1099; the attack: metrics.attack.attack_sd, k = 3 tokens, 40 Adam steps at lr 0.01, 4 seeds
+x the 4 judged forget prompts = 16 attacks per case, so ASR moves in steps of 6.25 pt; SSIM distance on the
+judged retain rows at 8 seeds, LPIPS unavailable on this machine; times on a shared 2-core CPU at load ~8,
+job CPU seconds are load-independent):
+
+| concept | method | UA | ASR (attack) | ASR (no attack) | IRA | CRA (rel.) | SSIM dist. retain | train s | job s | job CPU s | attack s |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| striped | advunlearn | 2.8→87.5% | 25.0% | 12.5% | 97.9→98.4% | 99.4→99.3% (1.00) | 0.108 | 147 | 380 | 154 | 45 |
+| striped | esd-x | 2.8→98.0% | 25.0% | 6.2% | 97.9→98.2% | 99.4→95.6% (0.96) | 0.197 | 80 | 310 | 132 | 46 |
+| red | advunlearn | 0.0→98.8% | 37.5% | 0.0% | 100.0→62.4% | 96.2→97.1% (1.01) | 0.168 | 188 | 578 | 235 | 43 |
+| red | esd-x | 0.0→62.5% | 87.5% | 25.0% | 100.0→93.6% | 96.2→78.0% (0.81) | 0.280 | 79 | 289 | 120 | 45 |
+
+Red meets the issue's targets (UA ≥ 90%, ASR ≤ half of esd-x's, CRA ≥ 0.85 of the original); striped misses UA
+(87.5%, 92.5% in a 20-sample tuning run) and ties esd-x's ASR (25%) instead of halving it. Red costs IRA (other
+colours judged correctly 62%): the encoder's red direction leaks into its neighbours.
+
 The result is a plug-and-play text encoder: `save_text_encoder` writes it alone (safetensors +
 config + the job in the metadata) and `apply_text_encoder` loads it into another pipeline of the
 same text-encoder architecture.
