@@ -7,40 +7,79 @@ OPTML-Group/AdvUnlearn, train-scripts/AdvUnlearn.py, utils/get_loss.py, utils/at
 Only the text encoder TE_θ is trained (its transformer layers and final norm; token and position
 embeddings stay frozen); the UNet ε is frozen and shared by teacher and student. Per iteration:
 
-  1. draw a DDIM step k of `rollout_steps`; roll out x_k from noise with the frozen model, CFG
-     `guidance` (3), conditioned on c_f (the forget rows) and on c_r (the retain rows);
+  1. x_k: states of DDIM roll-outs (`rollout_steps`, CFG `guidance` 3) from the frozen model conditioned on
+     the forget prompts c_f and on the retain prompts c_r (see "roll-out pool" below);
   2. targets from the frozen UNet with the *frozen* text encoder TE*:
-         e_0 = ε(x_k, TE*(∅), t),   e_p = ε(x_k, TE*(c_f), t);
+         e_a = ε(x_k, TE*(a_f), t),   e_p = ε(x_k, TE*(c_f), t)
+     with a_f the ESD reference: ∅ in the paper; see `anchor` below;
   3. inner attack (after `warmup` iterations, every `attack_every`): k soft token embeddings δ
      inserted after the start token of c_f (the paper's "prefix_k"), optimised for `attack_steps`
      Adam steps (or one signed step, `fast`) to minimise ‖ε(x_k, TE_θ([δ; c_f]), t) − e_p‖²: the
      prompt that makes the *current unlearned* model reproduce the original concept prediction;
   4. outer step on θ (the paper's Eq. 5 with the ESD target, Eq. 6 utility regulariser):
-         L = ‖ε(x_k, TE_θ(c̃), t) − (e_0 − η (e_p − e_0))‖²
+         L = ‖ε(x_k, TE_θ(c̃), t) − (e_a − η (e_p − e_a))‖²
              + γ ‖ε(x^r_k, TE_θ(c_r), t) − ε(x^r_k, TE*(c_r), t)‖²
      with c̃ = [δ; c_f] (c_f itself during warm-up).
 
 Memory: the reference code loads two full Stable Diffusion copies. Here the UNet is frozen and never
-trained, so one copy serves both branches; TE*'s outputs (for c_f, ∅ and every retain prompt) are
-computed once, before training, with the original text-encoder tensors swapped in
+trained, so one copy serves both branches; TE*'s outputs (for c_f, the references, ∅ and every retain
+prompt) are computed once, before training, with the original text-encoder tensors swapped in
 (`engine.training.Originals`), and cached. No second model exists (bench/advunlearn.py measures it).
 
+Resume: δ is warm-started across iterations (the code's "latest" initialisation), so it is method state:
+it is written beside the checkpoint after every step (`advunlearn_state.safetensors`, keyed by completed
+step) and a resumed run continues from the checkpoint step's δ (bit-identical to an uninterrupted run on
+CPU; tests/methods/test_advunlearn.py).
+
 Reconstruction points (not fixed by the paper; our choices):
-  * batching: `batch` forget roll-outs and `retain_batch` retain roll-outs per step (paper: 1 and 5)
-    and one δ shared by the step's forget rows; δ starts at random vocabulary embeddings or at the
-    previous round's δ (`attack_init`, the code's "latest");
-  * ∅ (the empty prompt) is always a retain row: CFG at sampling time uses TE_θ(∅), so it must not
-    drift (our addition; the paper's retain set is COCO-object prompts only);
-  * "fast" AT = one signed-gradient step of size `fast_step` from the initial δ;
-  * default retain prompts for the shapes demo (when the job gives none): every caption
-    "{template}" of a shape, colour and texture that does not name the concept (nor a synonym),
-    with the caption templates 1-5 of demo/shapes_data.py, not template 0 that the judged
-    evaluation prompts use. Other models need retain prompts (the paper: COCO objects without
-    the concept);
-  * defaults adapted to the tiny demo (64-d, 3-layer CLIP): lr 1e-3 (paper 1e-5 on SD's 123 M
-    encoder), 100 iterations with 20 warm-up (paper 1000 / 200), 10 attack steps at lr 0.01
-    (paper 30 at 1e-3; the demo's embeddings have element std ~0.02), roll-out of 20 DDIM steps
-    (paper 50), γ = 0.5 (paper README 0.3). Models over 100 M parameters get the paper's values.
+  * forget prompts: the concept and, for a model that ships a vocabulary (the shapes demo), every
+    vocabulary prompt "a {colour} {texture} {shape}" naming it or a synonym (as esd-x). The paper trains on
+    the concept word alone; on the demo that erased the word but transferred only partly to full prompts
+    (striped: UA 57.5% at 20 judged samples);
+  * `anchor="stripped"` (default): the ESD reference a_f of a forget prompt is the prompt with the concept
+    words removed ("a red striped circle" → "a red circle"); for the bare concept it is ∅, the paper's
+    target exactly. With ∅ for full prompts (`anchor="null"`) the target also negates the prompt's other
+    words (anti-red, anti-circle), and cross-attribute accuracy fell to 0.49-0.60 of the original;
+  * retain prompts for the shapes demo (when the job gives none): the vocabulary prompts without the concept
+    (the forget prompts' own form, as esd-x) and the captions of templates 1-5 of demo/shapes_data.py
+    without it; ∅ is always a retain row, since CFG at sampling time uses TE_θ(∅). Other models need
+    retain prompts (the paper: COCO object prompts without the concept);
+  * roll-out pool (`rollout="pool"`, default): the paper rolls out afresh every iteration, but from frozen
+    components (frozen UNet, TE*), so the states have one distribution for the whole run; we roll out
+    `pool_trajectories` per prompt set once and keep every state (as esd-x), half of each batch from the
+    prompts' own roll-outs and half from any (the erased model's trajectories leave the concept's).
+    `rollout="fresh"` is the paper's per-step roll-out;
+  * batching: `batch` forget states and `retain_batch` retain states per step (paper: 1 and 5); one δ per
+    forget prompt, each attacked on its own states (the paper's batch of 1 has one δ);
+  * "fast" AT = one signed-gradient step of size `fast_step` from the current δ;
+  * `adv_fraction` 0.5 (default): after warm-up half of each step's forget rows carry the adversarial
+    prompt, half the plain one. The paper trains on adversarial prompts only; on the demo the plain prompts
+    (the ones users type, and the judged ones) then stayed partly un-erased (striped UA 84-85% at 20 judged
+    samples with adversarial-only rows vs 92.5% with half);
+  * defaults adapted to the tiny demo (64-d, 3-layer CLIP, 150 k trained values): lr 1e-3 (paper 1e-5 on SD's
+    123 M encoder), 100 iterations with 20 warm-up (paper 1000 / 200), 4 forget + 3 retain states per step,
+    1 adversarial token (the reference code's default), 20 attack steps at lr 0.01 (paper 30 at 1e-3; the demo's token
+    embeddings have element std ~0.02), 20-step roll-outs (paper 50), γ = 0.5 (paper README 0.3), η = 1.
+    Tried and not kept: 3 adversarial tokens (the evaluation attack's k) with γ = 1 and 150 iterations: red
+    ASR 100%; 150 iterations alone did not raise striped UA. Models over 100 M parameters get the paper's
+    lr 1e-5 and 50-step roll-outs.
+
+Measured (bench/advunlearn.py --samples 100 --attempts 4, both methods at their defaults, training seed 0,
+judged seeds 1000-1099; the attack: metrics.attack.attack_sd, k = 3 tokens, 40 Adam steps at lr 0.01, 4 seeds
+x the 4 judged forget prompts = 16 attacks per case, so ASR moves in steps of 6.25 pt; SSIM distance on the
+judged retain rows at 8 seeds, LPIPS unavailable on this machine; times on a shared 2-core CPU at load ~8,
+job CPU seconds are load-independent):
+
+| concept | method | UA | ASR (attack) | ASR (no attack) | IRA | CRA (rel.) | SSIM dist. retain | train s | job s | job CPU s | attack s |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| striped | advunlearn | 2.8→87.5% | 25.0% | 12.5% | 97.9→98.4% | 99.4→99.3% (1.00) | 0.108 | 147 | 380 | 154 | 45 |
+| striped | esd-x | 2.8→98.0% | 25.0% | 6.2% | 97.9→98.2% | 99.4→95.6% (0.96) | 0.197 | 80 | 310 | 132 | 46 |
+| red | advunlearn | 0.0→98.8% | 37.5% | 0.0% | 100.0→62.4% | 96.2→97.1% (1.01) | 0.168 | 188 | 578 | 235 | 43 |
+| red | esd-x | 0.0→62.5% | 87.5% | 25.0% | 100.0→93.6% | 96.2→78.0% (0.81) | 0.280 | 79 | 289 | 120 | 45 |
+
+Red meets the issue's targets (UA ≥ 90%, ASR ≤ half of esd-x's, CRA ≥ 0.85 of the original); striped misses UA
+(87.5%, 92.5% in a 20-sample tuning run) and ties esd-x's ASR (25%) instead of halving it. Red costs IRA (other
+colours judged correctly 62%): the encoder's red direction leaks into its neighbours.
 
 The result is a plug-and-play text encoder: `save_text_encoder` writes it alone (safetensors +
 config + the job in the metadata) and `apply_text_encoder` loads it into another pipeline of the
@@ -76,6 +115,7 @@ Layers = Literal["all", "first", "attention", "mlp"]
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 ADV = {"advanced": True}
+STATE = "advunlearn_state.safetensors"
 
 
 class AdvUnlearnConfig(MethodConfig):
@@ -84,15 +124,24 @@ class AdvUnlearnConfig(MethodConfig):
         None, gt=0, le=1.0, description="Learning rate of the text encoder. None = automatic: 1e-5 (the paper's) "
         "for models over 100 M parameters, 1e-3 for the small demo models.")
     eta: float = Field(1.0, ge=0.0, le=10.0, description="Negative guidance η of the ESD target.")
+    anchor: Literal["stripped", "null"] = Field(
+        "stripped", description="The ESD target's reference for a forget prompt: stripped = the prompt without the "
+        "concept word (∅ for the bare concept, the paper's case), so only the concept's direction is negated; "
+        "null = ∅ for every prompt (the paper's formula applied as is, which also negates the prompt's other "
+        "words).")
     retain_weight: float = Field(0.5, ge=0.0, le=100.0, description="γ: weight of the utility term on retain "
                                  "prompts (the paper's README: 0.3).")
     warmup: int | None = Field(None, ge=0, description="Iterations without attack. None = 20% of steps (the "
                                "paper: 200 of 1000).")
-    attack_steps: int = Field(10, ge=1, le=1000, description="Adam steps of the inner attack (the paper: 30).")
+    attack_steps: int = Field(20, ge=1, le=1000, description="Adam steps of the inner attack (the paper: 30).")
     attack_lr: float = Field(0.01, gt=0, le=10.0, description="Adam learning rate of the inner attack "
                              "(the paper: 1e-3 on SD's embeddings).")
     adv_tokens: int = Field(1, ge=1, le=16, description="Adversarial soft tokens prepended to the concept (the "
                             "paper: 1).")
+    adv_fraction: float = Field(
+        0.5, gt=0.0, le=1.0, description="Share of each step's forget rows that get the adversarial prompt after "
+        "warm-up; the rest keep the plain prompt (1 = the paper: adversarial prompts only; 0.5 = our default: "
+        "the plain prompts are the ones users type).")
     fast: bool = Field(False, description="Fast AT: one signed-gradient attack step instead of attack_steps "
                        "Adam steps (cheaper, less robust).")
     fast_step: float = Field(0.03, gt=0, le=10.0, description="Step size of the fast attack's signed step.",
@@ -111,9 +160,14 @@ class AdvUnlearnConfig(MethodConfig):
     rollout_steps: int | None = Field(
         None, ge=2, le=1000, description="DDIM steps of the roll-out schedule. None = 50 (the paper's) for models "
         "over 100 M parameters, 20 for the small demos.", json_schema_extra=ADV)
-    batch: int = Field(2, ge=1, le=256, description="Forget roll-outs per iteration (the paper: 1).")
+    batch: int = Field(4, ge=1, le=256, description="Forget states per iteration (the paper: 1).")
     retain_batch: int = Field(3, ge=0, le=256, description="Retain prompts per iteration, ∅ included (the "
                               "paper: 5).")
+    rollout: Literal["pool", "fresh"] = Field(
+        "pool", description="pool: roll out `pool_trajectories` trajectories per prompt set once, from the frozen "
+        "model, and train on their states; fresh: a new roll-out every step (the paper).", json_schema_extra=ADV)
+    pool_trajectories: int = Field(64, ge=1, le=4096, description="Roll-outs per pool (forget and retain each).",
+                                   json_schema_extra=ADV)
     grad_clip: float | None = Field(1.0, gt=0, description="Max global gradient norm; None = no clipping.",
                                     json_schema_extra=ADV)
     checkpoint_every: int = Field(0, ge=0, description="Write checkpoint.pt every N steps (0 = at the end and "
@@ -121,7 +175,7 @@ class AdvUnlearnConfig(MethodConfig):
 
     @classmethod
     def smoke(cls) -> AdvUnlearnConfig:
-        return cls(steps=3, warmup=1, attack_steps=2, batch=1, retain_batch=2, rollout_steps=4)
+        return cls(steps=3, warmup=1, attack_steps=2, batch=1, retain_batch=2, rollout_steps=4, pool_trajectories=2)
 
 
 # ---------------------------------------------------------------- helpers (also used by tests / bench)
@@ -219,6 +273,19 @@ def inner_attack(bundle: ModelBundle, ids: torch.Tensor, x: torch.Tensor, t: tor
                 opt.step()
                 delta.grad = None
     return delta.detach(), losses
+
+
+def strip_concept(prompt: str, concepts: list[str], bundle: ModelBundle | None = None) -> str | None:
+    """The prompt without the concept words (and their synonyms from the model's vocabulary): the ESD target's
+    reference for a compound prompt. None (∅) when nothing else is left, e.g. for the bare concept."""
+    import re
+
+    syn = (((bundle.meta or {}) if bundle is not None else {}).get("vocabulary") or {}).get("synonyms") or {}
+    words = {w for c in concepts for w in re.findall(r"[\w']+", c.lower())}
+    words |= {s.lower() for w in list(words) for s in syn.get(w, []) if isinstance(s, str)}
+    kept = [w for w in prompt.split() if re.sub(r"[^\w']", "", w.lower()) not in words]
+    out = " ".join(kept).strip(" ,")
+    return out if re.search(r"\w", out) and out.lower() not in {"a", "an", "the"} else None
 
 
 def shapes_retain_prompts(concepts: list[str]) -> list[str]:
@@ -338,7 +405,10 @@ class AdvUnlearn(Method):
     def run(self, run: UnlearnRun, config: AdvUnlearnConfig) -> Generator[Event, None, dict[str, float]]:
         from concept_eraser.engine import denoise
         from concept_eraser.engine.params import count
+        from concept_eraser.engine.rollout_pool import CondTable, RolloutPool, build_pool
         from concept_eraser.engine.training import Originals, TrainSettings
+
+        from .esd import plan_items
 
         bundle = run.bundle
         params = trained_params(bundle, config.layers, config.first_layers)
@@ -347,64 +417,116 @@ class AdvUnlearn(Method):
         lr = config.lr if config.lr is not None else (1e-5 if big else 1e-3)
         n_roll = config.rollout_steps or (50 if big else 20)
         warmup = config.warmup if config.warmup is not None else config.steps // 5
-        forget = [str(i) for i in run.inputs.forget_items]
+        # forget prompts: the concept and, on a model with a vocabulary (shapes demo), every vocabulary prompt that
+        # names it (as esd-x); the bare word alone transferred only partly to full prompts
+        concepts = [str(i) for i in run.inputs.forget_items]
+        forget, vocab_retain = plan_items(run)
+        forget = [str(i) for i in forget]
         retain = [str(i) for i in run.inputs.retain_items if i is not None]
         if not retain and bundle.summary.name == "shapes":
-            retain = shapes_retain_prompts(forget)
+            # the vocabulary prompts without the concept (the forget prompts' own form, as esd-x) and the other
+            # caption templates; with the latter alone the encoder learnt "erase the form a {c} {t} {s}"
+            retain = [str(i) for i in vocab_retain if i is not None] + shapes_retain_prompts(concepts)
             yield Log("info", f"advunlearn: {len(retain)} default shapes retain prompts (no --retain given)")
         retain = [None, *retain]  # ∅ drives CFG: keep TE(∅) too
         gamma = config.retain_weight if config.retain_batch > 0 else 0.0
         yield Log("info", f"advunlearn: training {len(params)} text-encoder tensors ({n_params:,} values, layers "
                           f"{config.layers}), lr {lr:g}, eta {config.eta}, gamma {gamma:g}, warm-up {warmup}, "
-                          f"attack {'fast' if config.fast else f'{config.attack_steps} Adam steps'}")
+                          f"{len(forget)} forget / {len(retain)} retain prompts, attack "
+                          f"{'fast' if config.fast else f'{config.attack_steps} Adam steps'}, "
+                          f"{config.adv_tokens} token(s)")
         originals = Originals(params)
         with originals.active(), torch.no_grad():  # TE*: the frozen encoder's outputs, cached once
-            cond_f = denoise.encode(bundle, forget).detach()
+            ftab = CondTable(bundle, forget)
+            anchors = [strip_concept(p, concepts, bundle) for p in forget] if config.anchor == "stripped" else [None]
+            atab = CondTable(bundle, anchors)
             null = denoise.encode(bundle, [None]).detach()
-            cond_r = denoise.encode(bundle, retain).detach() if gamma > 0 else None
+            rtab = CondTable(bundle, retain) if gamma > 0 else None
+            fpool = rpool = None
+            if config.rollout == "pool":
+                # the UNet and TE* are frozen, so roll-outs from them have one distribution for the whole run:
+                # roll out once and keep every state (as esd-x), instead of k UNet passes per step
+                seed = run.spec.seed * 7919
+                fpool = build_pool(bundle, ftab, config.pool_trajectories, n_roll, config.guidance, seed + 21, run.ctx)
+                if rtab is not None:
+                    rpool = build_pool(bundle, rtab, config.pool_trajectories, n_roll, config.guidance, seed + 22,
+                                       run.ctx)
+        allpool = RolloutPool.cat([fpool, rpool]) if fpool is not None and rpool is not None else fpool
         ids_f_plain = denoise.token_ids(bundle, forget)
         ids_f_adv = adv_token_ids(bundle, forget, config.adv_tokens)
         ids_r = denoise.token_ids(bundle, ["" if r is None else r for r in retain])
         table = bundle.text_encoder.get_input_embeddings().weight
         B, R = config.batch, config.retain_batch if gamma > 0 else 0
-        state: dict[str, Any] = {"delta": None, "attack_first": float("nan"), "attack_last": float("nan")}
+        # δ per forget prompt (k, D), kept across iterations (the code's "latest" initialisation) and saved beside
+        # the checkpoint so that a resumed run attacks from the very same δ
+        store = DeltaStore(run.run_dir, config.checkpoint_every)
+        g0 = torch.Generator("cpu").manual_seed(run.spec.seed * 1_000_003 + 17)
+        with torch.no_grad():
+            deltas = table[torch.randint(0, table.shape[0], (len(forget), config.adv_tokens), generator=g0)
+                           .to(table.device)].detach().float().clone()
+        if run.resume:
+            deltas = store.load(deltas)
+
+        def states(pool, tab, n: int, g: torch.Generator):
+            if n == 0:
+                return None
+            if pool is None:  # fresh roll-out from the frozen model: one k per step
+                k = int(torch.randint(0, n_roll, (1,), generator=g))
+                i = torch.randint(0, len(tab), (n,), generator=g)
+                x, t = denoise.rollout(bundle, tab.rows(i), config.guidance, k, n_roll, g, batch=n,
+                                       uncond=null.expand(n))
+                return x, t, i.to(bundle.device)
+            # half the states from the prompts' own roll-outs, half from any roll-out (the erased model's
+            # trajectories leave the concept's: it must be steered away there too); as esd-x
+            h = (n + 1) // 2
+            x1, t1, i1 = pool.sample(h, g)
+            x2, t2, _ = allpool.sample(n - h, g)
+            i2 = torch.randint(0, len(tab), (n - h,), generator=g).to(i1.device)
+            return torch.cat([x1, x2]), torch.cat([t1, t2]), torch.cat([i1, i2])
 
         def loss_fn(step: int, g: torch.Generator):
-            k = int(torch.randint(0, n_roll, (1,), generator=g))
-            fi = torch.randint(0, len(forget), (B,), generator=g).to(bundle.device)
-            ri = torch.randint(0, len(retain), (R,), generator=g).to(bundle.device)
-            cf = cond_f._map(lambda v: v.index_select(0, fi))
-            rows = denoise.Cond.cat([cf, cond_r._map(lambda v: v.index_select(0, ri))]) if R else cf
-            n = len(rows)
+            nonlocal deltas
+            xf, tf, fi = states(fpool, ftab, B, g)
+            rs = states(rpool, rtab, R, g)
+            cf = ftab.rows(fi)
+            ca = atab.rows(fi) if len(atab) > 1 else null.expand(B)
             with torch.no_grad():  # teacher: frozen UNet, TE* encodings (the UNet is never trained)
-                x, t = denoise.rollout(bundle, rows, config.guidance, k, n_roll, g, batch=n, uncond=null.expand(n))
-                e = denoise.predict(bundle, torch.cat([x[:B], x[:B]]), torch.cat([t[:B], t[:B]]),
-                                    denoise.Cond.cat([cf, null.expand(B)]))
-                e_p, e_0 = e.chunk(2)
+                xs, ts, cs = [xf, xf], [tf, tf], [cf, ca]
+                if rs is not None:
+                    xs, ts, cs = xs + [rs[0]], ts + [rs[1]], cs + [rtab.rows(rs[2])]
+                e = denoise.predict(bundle, torch.cat(xs), torch.cat(ts), denoise.Cond.cat(cs))
+                e_p, e_0, e_r = e[:B], e[B:2 * B], e[2 * B:]
                 tgt = e_0 - config.eta * (e_p - e_0)
-                e_r = denoise.predict(bundle, x[B:], t[B:], rows._map(lambda v: v[B:])) if R else None
-            attacked = step >= warmup
             scalars: dict[str, float] = {}
-            if attacked:
-                if (step - warmup) % config.attack_every == 0 or state["delta"] is None:
-                    init = state["delta"]
-                    if init is None or config.attack_init == "random":
-                        tok = torch.randint(0, table.shape[0], (config.adv_tokens,), generator=g).to(table.device)
-                        init = table[tok].detach().float()
-                    state["delta"], losses = inner_attack(
-                        bundle, ids_f_adv.index_select(0, fi), x[:B], t[:B], e_p, init, config.attack_steps,
-                        config.attack_lr, config.fast, config.fast_step)
-                    state["attack_first"], state["attack_last"] = losses[0], losses[-1]
-                    scalars["attack_start"], scalars["attack_end"] = losses[0], losses[-1]
-                hidden_f = te_hidden(bundle, ids_f_adv.index_select(0, fi), state["delta"])
+            fi_cpu = fi.cpu()
+            # rows [:A] get the adversarial prompt, the rest the plain one (all plain during warm-up)
+            A = max(1, round(config.adv_fraction * B)) if step >= warmup else 0
+            ia = fi_cpu[:A]
+            if A and (step - warmup) % config.attack_every == 0:
+                init = deltas[ia]
+                if config.attack_init == "random":
+                    tok = torch.randint(0, table.shape[0], (A, config.adv_tokens), generator=g).to(table.device)
+                    init = table[tok].detach().float()
+                new, losses = inner_attack(bundle, ids_f_adv[ia], xf[:A], tf[:A], e_p[:A], init, config.attack_steps,
+                                           config.attack_lr, config.fast, config.fast_step)
+                deltas = deltas.clone()
+                deltas[ia] = new
+                scalars["attack_start"], scalars["attack_end"] = losses[0], losses[-1]
+            parts = [te_hidden(bundle, ids_f_adv[ia], deltas[ia])] if A else []
+            if A < B:
+                parts.append(te_hidden(bundle, ids_f_plain[fi_cpu[A:]]))
+            hidden_f = torch.cat(parts)
+            store.save(step + 1, deltas)
+            if rs is not None:
+                hidden = torch.cat([hidden_f, te_hidden(bundle, ids_r[rs[2].cpu()])])
+                out = denoise.predict(bundle, torch.cat([xf, rs[0]]), torch.cat([tf, rs[1]]),
+                                      denoise.Cond(hidden=hidden))
             else:
-                hidden_f = te_hidden(bundle, ids_f_plain.index_select(0, fi))
-            hidden = torch.cat([hidden_f, te_hidden(bundle, ids_r.index_select(0, ri))]) if R else hidden_f
-            out = denoise.predict(bundle, x, t, denoise.Cond(hidden=hidden))
+                out = denoise.predict(bundle, xf, tf, denoise.Cond(hidden=hidden_f))
             erase = torch.nn.functional.mse_loss(out[:B].float(), tgt.float())
             loss = erase
             scalars["erase"] = erase.item()
-            if e_r is not None:
+            if rs is not None:
                 keep = torch.nn.functional.mse_loss(out[B:].float(), e_r.float())
                 scalars["retain"] = keep.item()
                 loss = loss + gamma * keep
@@ -416,7 +538,46 @@ class AdvUnlearn(Method):
                                  mixed_precision=_mixed_precision(bundle))
         stats = yield from run.train(params, loss_fn, settings, extra={"layers": config.layers})
         return {**stats, "trained_values": float(n_params), "lr": lr, "retain_weight": gamma,
-                "warmup": float(warmup)}
+                "warmup": float(warmup), "forget_prompts": float(len(forget))}
+
+
+class DeltaStore:
+    """The adversarial soft tokens δ beside the checkpoint (`advunlearn_state.safetensors`), by completed step.
+
+    Kept: the latest step (a cancel checkpoints it, so does the end of the run) and the latest multiple of
+    `checkpoint_every` (a crash resumes from that periodic checkpoint)."""
+
+    def __init__(self, run_dir: Path, checkpoint_every: int) -> None:
+        self.path = Path(run_dir) / STATE
+        self.every = checkpoint_every
+        self.kept: dict[int, torch.Tensor] = {}
+
+    def save(self, step: int, deltas: torch.Tensor) -> None:
+        from safetensors.torch import save_file
+
+        from concept_eraser.spec.files import atomic_write
+
+        periodic = [s for s in self.kept if self.every and s % self.every == 0]
+        self.kept = {s: v for s, v in self.kept.items() if periodic and s == max(periodic)}
+        self.kept[step] = deltas.detach().cpu().float().contiguous().clone()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, lambda p: save_file({f"delta@{s}": v for s, v in self.kept.items()}, str(p)))
+
+    def load(self, like: torch.Tensor) -> torch.Tensor:
+        from safetensors.torch import load_file
+
+        from concept_eraser.engine.training import load_checkpoint
+
+        ck = load_checkpoint(self.path.parent)
+        if ck is None or not self.path.is_file():
+            raise UserError(f"nothing to resume in {self.path.parent}: it lacks the checkpoint or {STATE}")
+        step = int(ck["step"])
+        saved = load_file(str(self.path))
+        key = f"delta@{step}"
+        if key not in saved or saved[key].shape != like.shape:
+            raise UserError(f"{self.path} has no adversarial tokens for step {step} of this job; start afresh")
+        self.kept = {int(k.split("@")[1]): v for k, v in saved.items() if int(k.split("@")[1]) <= step}
+        return saved[key].to(like.device, like.dtype)
 
 
 def _mixed_precision(bundle) -> str:

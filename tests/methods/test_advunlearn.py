@@ -41,14 +41,21 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _run(bundle, tmp_path, **cfg) -> dict[str, float]:
+def _make_run(bundle, tmp_path, ctx: JobContext | None = None, resume: bool = False) -> UnlearnRun:
     spec = JobSpec(model=ModelSource(path=str(tmp_path)), concepts=[Concept(text="red")], method="advunlearn",
                    retain=[SampleRow(prompt=p) for p in RETAIN], seed=0)
     inputs = ForgetInputs(concepts=list(spec.concepts), anchor=None, retain=list(spec.retain))
-    run = UnlearnRun(bundle=bundle, spec=spec, ctx=JobContext(preview_every=0), run_dir=tmp_path / "run",
-                     inputs=inputs)
-    config = AdvUnlearnConfig(**{"rollout_steps": 4, "batch": 2, "retain_batch": 2, "attack_steps": 2, **cfg})
-    gen = AdvUnlearn().run(run, config)
+    return UnlearnRun(bundle=bundle, spec=spec, ctx=ctx or JobContext(preview_every=0), run_dir=tmp_path / "run",
+                      inputs=inputs, resume=resume)
+
+
+def _config(**cfg) -> AdvUnlearnConfig:
+    return AdvUnlearnConfig(**{"rollout_steps": 4, "batch": 2, "retain_batch": 2, "attack_steps": 2,
+                               "pool_trajectories": 4, **cfg})
+
+
+def _run(bundle, tmp_path, **cfg) -> dict[str, float]:
+    gen = AdvUnlearn().run(_make_run(bundle, tmp_path), _config(**cfg))
     while True:
         try:
             next(gen)
@@ -153,3 +160,39 @@ def test_shapes_default_retain_prompts():
     assert not any(p.startswith("a ") and len(p.split()) == 4 and p.split()[1] in ("green", "blue", "yellow")
                    and p.split()[2] in ("solid", "striped", "outlined") for p in prompts), "not the eval template"
     assert all("stripe" not in p and "stripy" not in p and "banded" not in p for p in shapes_retain_prompts(["striped"]))
+
+
+def test_cancel_then_resume_gives_identical_text_encoder(tiny, tmp_path):
+    """δ (the adversarial tokens, warm-started across iterations) is saved beside the checkpoint, so a cancelled
+    and resumed run ends bit-identical to an uninterrupted one."""
+    from concept_eraser.methods.advunlearn import STATE
+    from concept_eraser.spec import JobCancelled, run_blocking
+    from concept_eraser.spec.events import Progress
+
+    cfg = dict(steps=5, warmup=1, lr=1e-2)
+    straight = load_model(tiny)
+    _run(straight, tmp_path / "straight", **cfg)
+    want = _state(straight.text_encoder)
+
+    bundle = load_model(tiny)
+    ctx = JobContext(preview_every=0)
+    run = _make_run(bundle, tmp_path / "cut", ctx)
+
+    def on_event(e):
+        if isinstance(e, Progress) and e.step == 3:
+            ctx.cancel.cancel()
+
+    with pytest.raises(JobCancelled):
+        run_blocking(AdvUnlearn().run(run, _config(**cfg)), on_event)
+    assert (tmp_path / "cut" / "run" / STATE).is_file()
+    bundle = load_model(tiny)  # the engine restores the model after a cancel; resume starts from the original
+    stats = run_blocking(AdvUnlearn().run(_make_run(bundle, tmp_path / "cut", resume=True), _config(**cfg)))
+    assert stats["steps"] == 5
+    got = bundle.text_encoder.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert not all(torch.equal(want[k], load_model(tiny).text_encoder.state_dict()[k]) for k in want)
+
+    # a run directory without the δ file cannot be resumed silently with other tokens
+    (tmp_path / "cut" / "run" / STATE).unlink()
+    with pytest.raises(UserError, match="nothing to resume"):
+        run_blocking(AdvUnlearn().run(_make_run(load_model(tiny), tmp_path / "cut", resume=True), _config(**cfg)))
