@@ -52,6 +52,11 @@ forms of A and B, the weighting w_t and every hyperparameter below are our desig
   the bench's 100) with the worst other class +4.5 points. On SD the stabiliser kept retention (CRA 1.00)
   but cut the erasure (striped UA 41% with 200 steps and no early stop; 27% with the hinge off too), so it
   stays off there.
+- Measured with the defaults (bench/unlearn_quality.py, 100 judged samples per row, loaded 2-core CPU):
+  digits-images PUL 90.0 (unconditional 3s 10 → 1 of 100) but class 6's share +6 points (target 2: missed;
+  the former 3s go to their nearest digits and a few others flip); shapes-striped UA 45.8%, IRA/CRA 0.89 of
+  the original; shapes-triangle UA 77.8%, IRA 0.87, CRA 0.89 (targets UA 90%, 0.9: missed; both stop early
+  at the first check, step 25, with the forget error already 6.7× / 10.6× the original).
 - Why other classes can survive on an unconditional model: the Fisher is estimated on the model's own
   samples of *everything* it generates, so weights that matter for the rest of the distribution are
   held tightly while A moves the weights that only D_f relies on.
