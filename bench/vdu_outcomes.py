@@ -38,7 +38,7 @@ def _vdu_run(bundle, images, concepts, run_dir: Path, config: dict, seed: int = 
 
     spec = JobSpec(model=ModelSource(path=bundle.summary.name if hasattr(bundle.summary, "name") else "demo"),
                    concepts=concepts, method="vdu", method_config=config, seed=seed,
-                   forget_images=[ForgetImage(path=f"forget_{i}.png") for i in range(len(images))])
+                   forget_images=[ForgetImage(path=f"forget_{i}.png") for i in range(0 if images is None else len(images))])
     run = UnlearnRun(bundle, spec, JobContext(), run_dir, ForgetInputs(list(concepts), None, [], images=images))
     method = VDU()
     cfg = method.parse_config(config)

@@ -68,6 +68,7 @@ def test_config_defaults_and_smoke():
     c = VDU().parse_config({})
     assert c.precision == "fisher" and c.hinge is not None and c.stop_ratio is not None
     assert c.gamma is None and c.lr is None and c.t_range is None and c.group is None  # per model kind
+    assert c.steps is None and c.forget_generated is None and c.preserve_target == "teacher"
     assert VDUConfig.smoke().steps <= 2
     ok = VDU().parse_config({"precision": "checkpoints", "checkpoints": ["a", "b"]})
     assert ok.checkpoints == ("a", "b")
@@ -164,7 +165,9 @@ def test_preserve_pool_leaves_out_forget_lookalikes(tmp_path, threes):
     run = _run(b, threes, tmp_path)
     common = {"preserve_samples": 48, "fisher_steps": 6}
     xa, _, target, dropped = _pool(run, VDU().parse_config({**common, "preserve_margin": 0.0}), x0, [None] * 32)
-    assert len(xa) == 48 and dropped == 0 and target == "noise"  # ∅ forgetting: refit to the model's own samples
+    assert len(xa) == 48 and dropped == 0 and target == "teacher"  # the default: distil the original model
+    _, _, target, _ = _pool(run, VDU().parse_config({**common, "preserve_target": "auto"}), x0, [None] * 32)
+    assert target == "noise"  # auto with ∅ forgetting: refit to the model's own samples
     xp, cond, _, dropped = _pool(run, VDU().parse_config({**common, "preserve_margin": 100.0}), x0, [None] * 32)
     assert len(xp) == 12 and dropped == 36 and len(cond) == 12  # everything close: keep the farthest quarter
     xm, _, _, dropped = _pool(run, VDU().parse_config(common), x0, [None] * 32)
@@ -173,8 +176,8 @@ def test_preserve_pool_leaves_out_forget_lookalikes(tmp_path, threes):
     kept = torch.cdist(xm.flatten(1), x0.flatten(1)).min(1).values
     assert kept.min() >= d.min()
     # labelled forget images of a class-conditional model: the other classes, distilled from the original
-    _, cond, target, dropped = _pool(run, VDU().parse_config({"preserve_samples": 9, "fisher_steps": 2}), x0,
-                                     [3] * 32)
+    _, cond, target, dropped = _pool(run, VDU().parse_config({"preserve_samples": 9, "fisher_steps": 2,
+                                                              "preserve_target": "auto"}), x0, [3] * 32)
     assert target == "teacher" and dropped == 0 and len(cond) == 9
 
 
@@ -273,3 +276,22 @@ def test_class_items_per_image(tmp_path, threes):
     assert stats["steps"] >= 1
     with pytest.raises(UserError, match="prompts/labels"):
         run_blocking(VDU().run(_run(load_model("digits"), threes, tmp_path / "x", items=[3]), VDUConfig.smoke()))
+
+
+def test_sd_without_images_generates_them_from_prompts_naming_the_concept(tmp_path):
+    from concept_eraser.methods.vdu import forget_prompts
+    from concept_eraser.spec.events import Log
+
+    b = load_model("shapes")
+    prompts = forget_prompts(b, [Concept(text="striped")])
+    assert prompts and all("striped" in p for p in prompts) and len(prompts) == 16  # 4 colours x 4 shapes
+    spec = JobSpec(model=ModelSource(path="shapes"), concepts=[Concept(text="striped")], method="vdu")
+    VDU().check(b.summary, spec, VDU().parse_config({}))  # SD with a concept: no images needed
+    with pytest.raises(UserError, match="example images"):
+        VDU().check(b.summary, spec, VDU().parse_config({"forget_generated": 0}))
+    run = UnlearnRun(b, spec, JobContext(), tmp_path, ForgetInputs([Concept(text="striped")], None, []))
+    cfg = VDUConfig.smoke().model_copy(update={"forget_generated": 2})
+    events = []
+    stats = run_blocking(VDU().run(run, cfg), events.append)
+    assert stats["steps"] >= 1
+    assert any(isinstance(e, Log) and "2 forget images generated" in e.message for e in events)
