@@ -140,6 +140,20 @@ def test_ovw_forgets_class_3_and_keeps_class_0(digits, tmp_path):
     assert after[1] >= before[1] - 0.13, (before, after)
 
 
+def test_saddle_forgets_class_3(digits, tmp_path):
+    bundle = fresh(digits)
+    judge = load_digits_judge()
+    spec = SamplingSpec(rows=[SampleRow(label=3)], seeds=list(range(16)), steps=8, batch_size=16)
+
+    def judged_3():
+        return float((judge.predict(run_blocking(sample_grid(bundle, spec, JobContext())).images[0]) == 3).mean())
+
+    before = judged_3()
+    stats, _ = run_method(bundle, tmp_path, "saddle", dict(FAST, steps=25))  # default κ, λ, lr
+    assert stats["loss_forget_ratio"] > 2.0, stats
+    assert before >= 0.8 and judged_3() <= 0.25, before
+
+
 @pytest.mark.parametrize("key", ["ovw", "saddle"])
 def test_cancel_then_resume_gives_identical_weights(digits, tmp_path, key):
     cfg = dict(FAST, steps=4, batch=4, retain_batch=4)
