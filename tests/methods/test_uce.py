@@ -251,11 +251,18 @@ def test_sdxl_uses_the_same_code(tmp_path):
                    anchor=Concept(text="dog"), retain=[SampleRow(prompt="a red circle")], method="uce")
     inputs = ForgetInputs(concepts=spec.concepts, anchor=spec.anchor, retain=spec.retain)
     method = UCE()
-    cfg = method.parse_config({"erase_scale": 100.0})
-    stats = run_blocking(method.run(UnlearnRun(bundle, spec, JobContext(), tmp_path, inputs), cfg))
+    # with the default sets (the common-concepts preserve list) ...
+    stats = run_blocking(method.run(UnlearnRun(bundle, spec, JobContext(), tmp_path, inputs),
+                                    method.parse_config({"erase_scale": 100.0})))
     changed = {k for k, v in bundle.unet.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {f"{n}.weight" for n, _ in kv_modules(bundle.unet)} and changed
-    assert stats["layers_edited"] == len(changed)
+    assert stats["layers_edited"] == len(changed) and stats["preserve_keys"] > 1000
+    # ... and with only the given retain prompt, whose erase/preserve balance the residual check below is set for
+    # (the tiny 32-dim encoder cannot also keep ~1800 common-concept prompts exactly)
+    bundle.unet.load_state_dict(before)
+    cfg = method.parse_config({"erase_scale": 100.0, "default_sets": False})
+    stats = run_blocking(method.run(UnlearnRun(bundle, spec, JobContext(), tmp_path, inputs), cfg))
+    assert {k for k, v in bundle.unet.state_dict().items() if not torch.equal(v, before[k])} == changed
     keys = collect_keys(bundle, ["cat"], ["dog"], ["cat", "a photo of cat"], ["a red circle"], "concept+after")
     assert keys.erase.shape[1] == 32  # both encoders' hidden states side by side
     name, mod = kv_modules(bundle.unet)[0]
@@ -263,3 +270,51 @@ def test_sdxl_uses_the_same_code(tmp_path):
     was = (keys.erase @ w_old.T - keys.guide @ w_old.T).norm()
     now = (keys.erase @ w_new.T - keys.guide @ w_old.T).norm()
     assert now < 0.5 * was
+
+
+# ---------------------------------------------------------------- default sets (no model needed)
+
+def test_compressed_preserve_keys_give_the_same_edit():
+    from concept_eraser.methods.uce import _gram_rows
+
+    g = torch.Generator().manual_seed(1)
+    d = 8
+    ce, cg = torch.randn(3, d, generator=g, dtype=torch.float64), torch.randn(3, d, generator=g, dtype=torch.float64)
+    cp = torch.randn(50, d, generator=g, dtype=torch.float64)  # more preserve keys than dimensions
+    full = KeySet(ce, cg, cp, ["x"])
+    small = KeySet(ce, cg, _gram_rows(cp.T @ cp), ["x"], preserve_count=50)
+    assert small.preserve.shape[0] <= d and small.n_preserve == 50
+    m_full, m_small = edit_matrix(full, 1.0, 1.0, 0.5), edit_matrix(small, 1.0, 1.0, 0.5)
+    assert torch.allclose(m_full, m_small, atol=1e-9)
+    w = torch.randn(5, d, generator=g, dtype=torch.float64)
+    assert all(abs(a - b) < 1e-9 for a, b in zip(residuals(w, w @ m_full, full), residuals(w, w @ m_small, small),
+                                                  strict=True))
+
+
+@pytest.mark.parametrize("concept", ["striped", "stripy", "triangle"])
+def test_vocabulary_default_sets_preserve_every_caption_without_the_concept(concept):
+    from types import SimpleNamespace
+
+    from concept_eraser.demo.shapes_data import vocabulary
+    from concept_eraser.methods.uce import vocabulary_sets
+
+    sets = vocabulary_sets(SimpleNamespace(meta={"vocabulary": vocabulary()}), [concept])
+    assert sets is not None and sets.erase and sets.preserve
+    assert all(concept in p for p in sets.erase)
+    base = "striped" if concept == "stripy" else concept
+    banned = (base, "stripes", "stripy", "banded") if base == "striped" else (base,)
+    assert not any(w in p for p in sets.preserve for w in banned)
+    assert len(sets.preserve) == 6 * (48 - (16 if base == "striped" else 12))  # every other combination x template
+    assert sets.siblings[concept] == (["solid", "outlined"] if base == "striped" else ["circle", "square", "star"])
+    assert vocabulary_sets(SimpleNamespace(meta={}), [concept]) is None
+
+
+def test_common_concepts_default_preserve_set_excludes_the_concept():
+    from concept_eraser.methods.uce import common_concepts, default_preserve_concepts
+
+    assert len(common_concepts()) >= 200
+    for concept, gone in (("dog", ("dog", "hot dog")), ("Van Gogh", ("Vincent van Gogh",)),
+                          ("Vincent van Gogh", ("Vincent van Gogh",)), ("a photo of a cat", ("cat",))):
+        kept = default_preserve_concepts([concept])
+        assert len(kept) >= 200 and not any(g in kept for g in gone)
+    assert "cat" in default_preserve_concepts(["dog"]) and "Claude Monet" in default_preserve_concepts(["dog"])
