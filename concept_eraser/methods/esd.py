@@ -52,7 +52,7 @@ Measured with these defaults (bench/unlearn_quality.py, 100 judged samples per r
 seconds of one thread ~35 s on shapes): shapes esd-x "triangle" UA 4.0 -> 100%, IRA 98.6 -> 98.6%, CRA
 99.2 -> 99.6%; "striped" UA 2.8 -> 100%, IRA 97.9 -> 98.1%, CRA 99.4 -> 99.3%; digits esd-full class 3 judged 3
 on 1.0% of class-3 samples, no other class dropped (max 0 pt); esd-u the same 1.0%, max drop 1 pt.
-More: README, "ESD on the demo models".
+More: README, "Methods and where they stand on the demo models".
 """
 
 from __future__ import annotations
