@@ -24,10 +24,11 @@ import argparse
 import importlib
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _child import run_child  # bench/_child.py (the script's folder is on sys.path)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SD14 = {"unet": 859.5e6, "text_encoder": 123.1e6, "vae": 83.7e6}
@@ -47,17 +48,10 @@ def _cpu_seconds() -> float:
 
 
 def _cfg(method: str, sets: list[str]) -> dict:
-    cfg = {}
-    for item in sets:
-        who, _, kv = item.partition(":")
-        if who != method:
-            continue
-        k, v = kv.split("=", 1)
-        try:
-            cfg[k] = json.loads(v)
-        except json.JSONDecodeError:
-            cfg[k] = v
-    return cfg
+    """--set items for one method, written METHOD:key=value."""
+    from concept_eraser.cli import parse_sets
+
+    return parse_sets([kv for who, _, kv in (item.partition(":") for item in sets) if who == method])
 
 
 def run_case(method: str, concept: str, samples: int, attempts: int, sets: list[str], attack: str, out: Path) -> dict:
@@ -188,12 +182,9 @@ def main() -> None:
         return
 
     def sub(args: list[str]) -> dict:
-        cmd = [sys.executable, __file__, *args, "--samples", str(a.samples), "--attempts", str(a.attempts),
-               "--attack", a.attack, "--out", str(out), "--memory-steps", str(a.memory_steps)] + \
-              [f"--set={s}" for s in a.set]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        return json.loads(line[7:]) if line else {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+        return run_child([__file__, *args, "--samples", str(a.samples), "--attempts", str(a.attempts),
+                          "--attack", a.attack, "--out", str(out), "--memory-steps", str(a.memory_steps)]
+                         + [f"--set={s}" for s in a.set])
 
     rows = []
     print(f"judged samples per row: {a.samples}; attack: {a.attack}, {a.attempts} seeds x 4 forget prompts",

@@ -31,10 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _child import run_child  # bench/_child.py (the script's folder is on sys.path)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -121,12 +122,9 @@ def run_one(method: str, model: str, steps: int, sets: list[str], out: Path) -> 
         cfg["steps"] = steps
         if method == "sfd":
             cfg["stage1_steps"] = steps
-    for item in sets:
-        k, v = item.split("=", 1)
-        try:
-            cfg[k] = json.loads(v)
-        except json.JSONDecodeError:
-            cfg[k] = v
+    from concept_eraser.cli import parse_sets
+
+    cfg.update(parse_sets(sets))
     data: dict = {"model": {"path": model}, "method": method, "method_config": cfg}
     needs = cls.info.needs
     if needs.forget_images:
@@ -218,12 +216,8 @@ def main() -> None:
         for model in args.models or list(MODELS):
             if MODELS[model]["kind"] not in cls.info.model_kinds or model not in ready:
                 continue
-            cmd = [sys.executable, __file__, "--one", cls.info.key, model, "--steps", str(args.steps),
-                   "--out", str(out)] + [f"--set={s}" for s in args.set]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            r = json.loads(line[7:]) if line else {"method": cls.info.key, "model": model,
-                                                   "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+            r = run_child([__file__, "--one", cls.info.key, model, "--steps", str(args.steps), "--out", str(out)]
+                          + [f"--set={s}" for s in args.set], method=cls.info.key, model=model)
             rows.append(r)
             print(fmt(r) if rows[1:] else header + "\n" + fmt(r), flush=True)
     out.mkdir(parents=True, exist_ok=True)

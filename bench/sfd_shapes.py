@@ -132,12 +132,9 @@ def main() -> int:
     cfg = {"checkpoint_every": 0, "stage1": str(stage1_dir)}
     if args.steps is not None:
         cfg["steps"] = args.steps
-    for item in args.set:
-        k, v = item.split("=", 1)
-        try:
-            cfg[k] = json.loads(v)
-        except json.JSONDecodeError:
-            cfg[k] = v
+    from concept_eraser.cli import parse_sets
+
+    cfg.update(parse_sets(args.set))
     method = get_method("sfd")
     spec = JobSpec(model=ModelSource(path="shapes"), concepts=[Concept(text=args.concept)],
                    anchor=Concept(text=args.anchor), method="sfd")

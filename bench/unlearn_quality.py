@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _child import run_child  # bench/_child.py (the script's folder is on sys.path)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -73,13 +74,9 @@ def run_one(method: str, task: str, samples: int, sets: list[str], out: Path) ->
 
     torch.set_num_threads(1)
     t = TASKS[task]
-    cfg = {}
-    for item in sets:
-        k, v = item.split("=", 1)
-        try:
-            cfg[k] = json.loads(v)
-        except json.JSONDecodeError:
-            cfg[k] = v
+    from concept_eraser.cli import parse_sets
+
+    cfg = parse_sets(sets)
     data = {"model": {"path": t["model"]}, "method": method, "method_config": cfg, "concepts": t.get("concepts", [])}
     if "images" in t:
         data["forget_images"] = [{"path": _digit_images(out / "forget_images", t["images"])}]
@@ -172,12 +169,8 @@ def main() -> None:
         for task in args.tasks or list(TASKS):
             if not fits(cls, task) or TASKS[task]["model"] not in ready:
                 continue
-            cmd = [sys.executable, __file__, "--one", cls.info.key, task, "--samples", str(args.samples),
-                   "--out", str(out)] + [f"--set={s}" for s in args.set]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            r = json.loads(line[7:]) if line else {"method": cls.info.key, "task": task,
-                                                   "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+            r = run_child([__file__, "--one", cls.info.key, task, "--samples", str(args.samples), "--out", str(out)]
+                          + [f"--set={s}" for s in args.set], method=cls.info.key, task=task)
             rows.append(r)
             print(fmt(r) if rows[1:] else header + "\n" + fmt(r), flush=True)
     (out / "unlearn_quality.json").parent.mkdir(parents=True, exist_ok=True)

@@ -274,6 +274,17 @@ def _set_value(raw: str):
         return raw
 
 
+def parse_sets(items: list[str]) -> dict:
+    """`--set key=value` items as a method-config dict (also used by the benches)."""
+    cfg = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: write it as key=value, e.g. --set lr=1e-4")
+        k, v = item.split("=", 1)
+        cfg[k.strip()] = _set_value(v.strip())
+    return cfg
+
+
 def erase_spec(args):
     """The JobSpec of `concept-eraser erase`: a job file, with any flags given on top of it."""
     from concept_eraser.spec import ForgetImage, ModelSource, SampleRow, load_job
@@ -296,12 +307,7 @@ def erase_spec(args):
         data["anchor"] = _concept(args.anchor).model_dump(mode="json")
     if args.retain:
         data["retain"] = [SampleRow.parse(r).model_dump(mode="json") for r in args.retain]
-    cfg = dict(data.get("method_config") or {})
-    for item in args.set or []:
-        if "=" not in item:
-            raise UserError(f"--set {item!r}: write it as key=value, e.g. --set lr=1e-4")
-        k, v = item.split("=", 1)
-        cfg[k.strip()] = _set_value(v.strip())
+    cfg = {**(data.get("method_config") or {}), **parse_sets(args.set or [])}
     if args.steps is not None:
         cfg["steps"] = args.steps
     data["method_config"] = cfg
