@@ -41,6 +41,13 @@ class TrainSettings:
     mixed_precision: str = "no"  # "no", "fp16", "bf16" (GPUs only)
 
 
+def mixed_precision_for(bundle) -> str:
+    """TrainSettings.mixed_precision for a loaded model: autocast in its half dtype on a GPU, else none."""
+    if bundle.device.type != "cuda" or bundle.dtype == torch.float32:
+        return "no"
+    return "bf16" if bundle.dtype == torch.bfloat16 else "fp16"
+
+
 def step_generator(seed: int, step: int, micro: int = 0) -> torch.Generator:
     """CPU generator for one (micro-)step, independent of everything that ran before it."""
     return torch.Generator("cpu").manual_seed((seed * 1_000_003 + step * 101 + micro) % (2**63))

@@ -406,9 +406,9 @@ class AdvUnlearn(Method):
         from concept_eraser.engine import denoise
         from concept_eraser.engine.params import count
         from concept_eraser.engine.rollout_pool import CondTable, RolloutPool, build_pool
-        from concept_eraser.engine.training import Originals, TrainSettings
+        from concept_eraser.engine.training import Originals, TrainSettings, mixed_precision_for
 
-        from .esd import plan_items
+        from .esd import erase_retain_loss, plan_items
 
         bundle = run.bundle
         params = trained_params(bundle, config.layers, config.first_layers)
@@ -523,19 +523,12 @@ class AdvUnlearn(Method):
                                       denoise.Cond(hidden=hidden))
             else:
                 out = denoise.predict(bundle, xf, tf, denoise.Cond(hidden=hidden_f))
-            erase = torch.nn.functional.mse_loss(out[:B].float(), tgt.float())
-            loss = erase
-            scalars["erase"] = erase.item()
-            if rs is not None:
-                keep = torch.nn.functional.mse_loss(out[B:].float(), e_r.float())
-                scalars["retain"] = keep.item()
-                loss = loss + gamma * keep
-            scalars["loss"] = loss.item()
-            return loss, scalars
+            loss, terms = erase_retain_loss(out, B, tgt, e_r if rs is not None else None, gamma)
+            return loss, {**scalars, **terms}
 
         settings = TrainSettings(steps=config.steps, lr=lr, optimizer="adam", grad_clip=config.grad_clip,
                                  checkpoint_every=config.checkpoint_every, seed=run.spec.seed,
-                                 mixed_precision=_mixed_precision(bundle))
+                                 mixed_precision=mixed_precision_for(bundle))
         stats = yield from run.train(params, loss_fn, settings, extra={"layers": config.layers})
         return {**stats, "trained_values": float(n_params), "lr": lr, "retain_weight": gamma,
                 "warmup": float(warmup), "forget_prompts": float(len(forget))}
@@ -578,9 +571,3 @@ class DeltaStore:
             raise UserError(f"{self.path} has no adversarial tokens for step {step} of this job; start afresh")
         self.kept = {int(k.split("@")[1]): v for k, v in saved.items() if int(k.split("@")[1]) <= step}
         return saved[key].to(like.device, like.dtype)
-
-
-def _mixed_precision(bundle) -> str:
-    if bundle.device.type != "cuda" or bundle.dtype == torch.float32:
-        return "no"
-    return "bf16" if bundle.dtype == torch.bfloat16 else "fp16"

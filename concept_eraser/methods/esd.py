@@ -214,7 +214,7 @@ class _Esd(Method):
         from concept_eraser.engine import denoise
         from concept_eraser.engine.params import count, select_params
         from concept_eraser.engine.rollout_pool import CondTable, RolloutPool, build_pool
-        from concept_eraser.engine.training import Originals, TrainSettings
+        from concept_eraser.engine.training import Originals, TrainSettings, mixed_precision_for
 
         bundle = run.bundle
         s = bundle.summary
@@ -277,19 +277,22 @@ class _Esd(Method):
         originals = Originals(params)
         B, R = config.batch, config.retain_batch
 
+        def half_own(pool, n_items: int, size: int, g: torch.Generator):
+            # half the states from the items' own roll-outs, half from any roll-out (the erased model's
+            # trajectories leave the concept's: it must be steered away there too), with random items
+            n = (size + 1) // 2
+            x1, t1, i1 = pool.sample(n, g)
+            x2, t2, _ = allpool.sample(size - n, g)
+            i2 = torch.randint(0, n_items, (size - n,), generator=g).to(i1.device)
+            return torch.cat([x1, x2]), torch.cat([t1, t2]), torch.cat([i1, i2])
+
         def forget_states(g: torch.Generator):
             if fpool is None:  # fresh roll-out from the original model (one k per step)
                 k = int(torch.randint(0, n_roll, (1,), generator=g))
                 fi = torch.randint(0, len(ftab), (B,), generator=g)
                 x, t = denoise.rollout(bundle, ftab.rows(fi), guidance, k, n_roll, g, batch=B, uncond=null.expand(B))
                 return x, t, fi
-            # half the forget states from the concept's own roll-outs, half from any roll-out (the erased model's
-            # trajectories leave the concept's: it must be steered away there too)
-            nf = (B + 1) // 2
-            x1, t1, fi1 = fpool.sample(nf, g)
-            x2, t2, _ = allpool.sample(B - nf, g)
-            fi2 = torch.randint(0, len(ftab), (B - nf,), generator=g).to(fi1.device)
-            return torch.cat([x1, x2]), torch.cat([t1, t2]), torch.cat([fi1, fi2])
+            return half_own(fpool, len(ftab), B, g)
 
         def retain_states(g: torch.Generator):
             if rpool is None:
@@ -297,11 +300,7 @@ class _Esd(Method):
                 k = int(torch.randint(0, n_roll, (1,), generator=g))
                 x, t = denoise.rollout(bundle, rtab.rows(ri), guidance, k, n_roll, g, batch=R, uncond=null.expand(R))
                 return x, t, ri
-            nr = (R + 1) // 2
-            x1, t1, ri1 = rpool.sample(nr, g)
-            x2, t2, _ = allpool.sample(R - nr, g)
-            ri2 = torch.randint(0, len(rtab), (R - nr,), generator=g).to(ri1.device)
-            return torch.cat([x1, x2]), torch.cat([t1, t2]), torch.cat([ri1, ri2])
+            return half_own(rpool, len(rtab), R, g)
 
         def loss_fn(step: int, g: torch.Generator):
             xf, tf, fi = forget_states(g)
@@ -336,27 +335,30 @@ class _Esd(Method):
                 out = denoise.predict(bundle, torch.cat([xf, xr]), torch.cat([tf, tr]), denoise.Cond.cat([cf, cr]))
             else:
                 out = denoise.predict(bundle, xf, tf, cf)
-            erase = torch.nn.functional.mse_loss(out[:n].float(), tgt.float())
-            scalars = {"erase": erase.item()}
-            loss = erase
-            if e_r is not None:
-                keep = torch.nn.functional.mse_loss(out[n:].float(), e_r.float())
-                scalars["retain"] = keep.item()
-                loss = loss + gamma * keep
-            scalars["loss"] = loss.item()
-            return loss, scalars
+            return erase_retain_loss(out, n, tgt, e_r, gamma)
 
         settings = TrainSettings(steps=config.steps, lr=lr, optimizer="adam", grad_clip=config.grad_clip,
                                  grad_accum=config.grad_accum, checkpoint_every=config.checkpoint_every,
-                                 seed=seed, mixed_precision=_mixed_precision(bundle))
+                                 seed=seed, mixed_precision=mixed_precision_for(bundle))
         stats = yield from run.train(params, loss_fn, settings, extra={"group": group})
         return {**stats, "trained_values": float(n_params), "lr": lr, "retain_weight": gamma}
 
 
-def _mixed_precision(bundle) -> str:
-    if bundle.device.type != "cuda" or bundle.dtype == torch.float32:
-        return "no"
-    return "bf16" if bundle.dtype == torch.bfloat16 else "fp16"
+def erase_retain_loss(out: torch.Tensor, n: int, target: torch.Tensor, retain_target: torch.Tensor | None,
+                      gamma: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """ESD's objective on one batch: rows [:n] regress on the erase target, the rest (if any) on the frozen
+    original's retain predictions, weighted γ. Also used by AdvUnlearn (the same target on adversarial prompts)."""
+    erase = torch.nn.functional.mse_loss(out[:n].float(), target.float())
+    scalars = {"erase": erase.item()}
+    loss = erase
+    if retain_target is not None:
+        keep = torch.nn.functional.mse_loss(out[n:].float(), retain_target.float())
+        scalars["retain"] = keep.item()
+        loss = loss + gamma * keep
+    scalars["loss"] = loss.item()
+    return loss, scalars
+
+
 
 
 _KINDS = frozenset({"sd", "ddpm-cond"})  # sdxl: untested here (no SDXL fixture), so not offered
