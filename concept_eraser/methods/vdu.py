@@ -447,6 +447,18 @@ def _sample_x0(bundle, items, steps: int, gen: torch.Generator) -> torch.Tensor:
     return dn.to_x0(bundle, dn.predict_cfg(bundle, x, t, cond, unc, guidance), x, t).detach()
 
 
+def _sample_stage(run, stage: str, items: list, steps: int, gen: torch.Generator):
+    """_sample_x0 of every item in batches of 64, as a cancellable stage with progress."""
+    n = len(items)
+    yield StageStarted(stage, total=n)
+    out = []
+    for i in range(0, n, 64):
+        run.ctx.check_cancelled()
+        out.append(_sample_x0(run.bundle, items[i:i + 64], steps, gen))
+        yield Progress(stage, min(n, i + 64), n)
+    return torch.cat(out)
+
+
 def forget_prompts(bundle, concepts) -> list:
     """Prompts naming the concept: the model's vocabulary prompts that contain a concept word, else the
     concept texts themselves."""
@@ -462,13 +474,8 @@ def generated_forget(run, config: VDUConfig, n: int, seed: int):
     gen = torch.Generator("cpu").manual_seed(seed * 7 + 5)
     perm = torch.randperm(len(prompts), generator=gen).tolist()
     items = [prompts[perm[i % len(prompts)]] for i in range(n)]
-    yield StageStarted("forget_images", total=n)
-    out = []
-    for i in range(0, n, 64):
-        run.ctx.check_cancelled()
-        out.append(_sample_x0(bundle, items[i:i + 64], config.fisher_steps, gen))
-        yield Progress("forget_images", min(n, i + 64), n)
-    return torch.cat(out), items
+    x0 = yield from _sample_stage(run, "forget_images", items, config.fisher_steps, gen)
+    return x0, items
 
 
 def preserve_pool(run, config: VDUConfig, x0_forget: torch.Tensor, forget_items, seed: int):
@@ -496,13 +503,7 @@ def preserve_pool(run, config: VDUConfig, x0_forget: torch.Tensor, forget_items,
     items = [pool[i % len(pool)] for i in range(n)]
     shared = all(i is None for i in items) and not forget
     target = config.preserve_target if config.preserve_target != "auto" else ("noise" if shared else "teacher")
-    yield StageStarted("preserve", total=n)
-    samples = []
-    for i in range(0, n, 64):
-        run.ctx.check_cancelled()
-        samples.append(_sample_x0(bundle, items[i:i + 64], config.fisher_steps, gen))
-        yield Progress("preserve", min(n, i + 64), n)
-    xp = torch.cat(samples)
+    xp = yield from _sample_stage(run, "preserve", items, config.fisher_steps, gen)
     keep = torch.ones(len(xp), dtype=torch.bool, device=xp.device)
     if shared and len(x0_forget) > 1 and config.preserve_margin > 0:
         f = x0_forget.flatten(1).float()
