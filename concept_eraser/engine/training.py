@@ -38,14 +38,9 @@ class TrainSettings:
     grad_accum: int = 1
     checkpoint_every: int = 0  # 0 = only when cancelled and at the end
     seed: int = 0
-    mixed_precision: str = "no"  # "no", "fp16", "bf16" (GPUs only)
-
-
-def mixed_precision_for(bundle) -> str:
-    """TrainSettings.mixed_precision for a loaded model: autocast in its half dtype on a GPU, else none."""
-    if bundle.device.type != "cuda" or bundle.dtype == torch.float32:
-        return "no"
-    return "bf16" if bundle.dtype == torch.bfloat16 else "fp16"
+    # autocast dtype for float32 models: "auto"/"no" none, or "fp16", "bf16"; a model loaded in half precision
+    # always trains float32 master weights under autocast in its dtype (see train)
+    mixed_precision: str = "auto"
 
 
 def step_generator(seed: int, step: int, micro: int = 0) -> torch.Generator:
@@ -113,14 +108,33 @@ def train(params: dict[str, torch.nn.Parameter], loss_fn: LossFn, settings: Trai
     and every ctx.preview_every steps. Cancel is checked before every micro-step; on cancel the last
     completed step is checkpointed (when run_dir is given) before JobCancelled propagates.
     """
-    from accelerate import Accelerator
-
     if not params:
         raise UserError("the method selected no parameters to train")
     extra = dict(extra or {})
+    # Half-precision weights would round most updates away (bf16 keeps 8 mantissa bits: an Adam step of 1e-5
+    # moves only weights below ~2e-3), so the trained tensors train as float32 master copies under autocast
+    # and go back to their dtype at the end; the frozen rest stays in half precision.
+    # Autocast is then required (float32 weights meet half activations); float32 models autocast only when asked.
+    half = {n: p.dtype for n, p in params.items() if p.dtype in (torch.float16, torch.bfloat16)}
+    mixed = settings.mixed_precision
+    if half and mixed not in ("fp16", "bf16"):
+        mixed = "bf16" if torch.bfloat16 in half.values() else "fp16"
+    elif mixed == "auto":
+        mixed = "no"
     # Accumulation is done here (loss / grad_accum, one optimizer step per grad_accum micro-steps).
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=_on_cpu(params))
+    accelerator = _accelerator(mixed, next(iter(params.values())).device)
     plist = list(params.values())
+    for n in half:
+        params[n].data = params[n].data.float()
+    try:
+        return (yield from _train_loop(params, plist, loss_fn, settings, ctx, accelerator, run_dir, resume, extra,
+                                       preview))
+    finally:
+        for n, dtype in half.items():
+            params[n].data = params[n].data.to(dtype)
+
+
+def _train_loop(params, plist, loss_fn, settings, ctx, accelerator, run_dir, resume, extra, preview):
     for p in plist:
         p.requires_grad_(True)
     optimizer = accelerator.prepare(make_optimizer(plist, settings))
@@ -182,5 +196,14 @@ def train(params: dict[str, torch.nn.Parameter], loss_fn: LossFn, settings: Trai
     return stats
 
 
-def _on_cpu(params: dict[str, torch.nn.Parameter]) -> bool:
-    return next(iter(params.values())).device.type == "cpu"
+def _accelerator(mixed: str, device: torch.device):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    # accelerate keeps one process-wide state, fixed by the first Accelerator; a long-lived app runs jobs on
+    # models of other dtypes or devices, so a job that needs another precision or device starts it afresh
+    # (under `accelerate launch` with several processes the distributed part stays).
+    state = AcceleratorState._shared_state
+    if state and (state.get("_mixed_precision") != mixed or getattr(state.get("device"), "type", None) != device.type):
+        AcceleratorState._reset_state(reset_partial_state=PartialState().num_processes == 1)
+    return Accelerator(mixed_precision=mixed, cpu=device.type == "cpu")

@@ -406,7 +406,7 @@ class AdvUnlearn(Method):
         from concept_eraser.engine import denoise
         from concept_eraser.engine.params import count
         from concept_eraser.engine.rollout_pool import CondTable, RolloutPool, build_pool
-        from concept_eraser.engine.training import Originals, TrainSettings, mixed_precision_for
+        from concept_eraser.engine.training import Originals, TrainSettings
 
         from .esd import erase_retain_loss, plan_items
 
@@ -527,8 +527,7 @@ class AdvUnlearn(Method):
             return loss, {**scalars, **terms}
 
         settings = TrainSettings(steps=config.steps, lr=lr, optimizer="adam", grad_clip=config.grad_clip,
-                                 checkpoint_every=config.checkpoint_every, seed=run.spec.seed,
-                                 mixed_precision=mixed_precision_for(bundle))
+                                 checkpoint_every=config.checkpoint_every, seed=run.spec.seed)
         stats = yield from run.train(params, loss_fn, settings, extra={"layers": config.layers})
         return {**stats, "trained_values": float(n_params), "lr": lr, "retain_weight": gamma,
                 "warmup": float(warmup), "forget_prompts": float(len(forget))}

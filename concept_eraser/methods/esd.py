@@ -214,7 +214,7 @@ class _Esd(Method):
         from concept_eraser.engine import denoise
         from concept_eraser.engine.params import count, select_params
         from concept_eraser.engine.rollout_pool import CondTable, RolloutPool, build_pool
-        from concept_eraser.engine.training import Originals, TrainSettings, mixed_precision_for
+        from concept_eraser.engine.training import Originals, TrainSettings
 
         bundle = run.bundle
         s = bundle.summary
@@ -339,7 +339,7 @@ class _Esd(Method):
 
         settings = TrainSettings(steps=config.steps, lr=lr, optimizer="adam", grad_clip=config.grad_clip,
                                  grad_accum=config.grad_accum, checkpoint_every=config.checkpoint_every,
-                                 seed=seed, mixed_precision=mixed_precision_for(bundle))
+                                 seed=seed)
         stats = yield from run.train(params, loss_fn, settings, extra={"group": group})
         return {**stats, "trained_values": float(n_params), "lr": lr, "retain_weight": gamma}
 
