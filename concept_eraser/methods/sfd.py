@@ -150,8 +150,11 @@ class SFDTrainer:
         if not self.retain:
             raise UserError("SFD has nothing to distil: no retained classes or prompts")
         teacher.requires_grad_(False).eval()
-        self.gen = copy.deepcopy(generator if generator is not None else teacher).train().requires_grad_(True)
-        self.fake = copy.deepcopy(fake if fake is not None else teacher).train().requires_grad_(True)
+        # A model loaded in half precision (the GPU default) trains float32 copies under autocast: Adam steps
+        # of ~1e-5 would round away on bf16 weights (the shared train loop does the same, engine/training.py).
+        self.autocast = bundle.dtype in (torch.float16, torch.bfloat16)
+        self.gen = copy.deepcopy(generator if generator is not None else teacher).train().requires_grad_(True).float()
+        self.fake = copy.deepcopy(fake if fake is not None else teacher).train().requires_grad_(True).float()
         self.gen.eval()  # no dropout/batchnorm in these UNets; eval keeps the forward deterministic
         self.fake.eval()
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=s.lr_g, betas=(0.0, 0.999), eps=1e-8)
@@ -252,6 +255,10 @@ class SFDTrainer:
 
     # --- one iteration ----------------------------------------------------------------------
     def step(self) -> dict[str, float]:
+        with torch.autocast(self.bundle.device.type, dtype=self.bundle.dtype, enabled=self.autocast):
+            return self._step()
+
+    def _step(self) -> dict[str, float]:
         s, k = self.s, self.step_done
         g = step_generator(s.seed, k)
         forget_on = self.forget is not None and s.forget_batch > 0
