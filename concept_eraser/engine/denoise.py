@@ -117,6 +117,7 @@ def predict(bundle: ModelBundle, x_t: torch.Tensor, t: torch.Tensor | int, cond:
     if t.ndim == 0:
         t = t.expand(x_t.shape[0])
     t = t.to(x_t.device)
+    x_t = x_t.to(bundle.dtype)  # schedule arithmetic in float32 upcasts latents of a half-precision model
     kind = bundle.summary.kind
     if kind == "ddpm":
         return unet(x_t, t).sample
@@ -233,4 +234,4 @@ def x0_to_images(bundle: ModelBundle, x0: torch.Tensor) -> torch.Tensor:
     """Inverse of images_to_x0: pixels in [-1, 1]."""
     if bundle.vae is None:
         return x0.clamp(-1, 1)
-    return bundle.vae.decode(x0 / bundle.vae.config.scaling_factor).sample.clamp(-1, 1)
+    return bundle.vae.decode((x0 / bundle.vae.config.scaling_factor).to(bundle.dtype)).sample.clamp(-1, 1)

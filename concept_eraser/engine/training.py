@@ -157,7 +157,7 @@ def _train_loop(params, plist, loss_fn, settings, ctx, accelerator, run_dir, res
     step = start
     try:
         if preview is not None and start == 0:
-            yield from preview(0)
+            yield from _under(accelerator.autocast, preview(0))
         while step < settings.steps:
             scalars: dict[str, float] = {}
             for micro in range(settings.grad_accum):
@@ -181,7 +181,7 @@ def _train_loop(params, plist, loss_fn, settings, ctx, accelerator, run_dir, res
                     and accelerator.is_main_process):
                 save_checkpoint(run_dir, step, params, optimizer, extra)
             if preview is not None and ctx.preview_every and step % ctx.preview_every == 0 and step < settings.steps:
-                yield from preview(step)
+                yield from _under(accelerator.autocast, preview(step))
     except JobCancelled:
         if run_dir is not None and step > start and accelerator.is_main_process:
             save_checkpoint(run_dir, step, params, optimizer, extra)
@@ -194,6 +194,18 @@ def _train_loop(params, plist, loss_fn, settings, ctx, accelerator, run_dir, res
         save_checkpoint(run_dir, step, params, optimizer, extra)
     stats = {**stats, "steps": float(step), "train_seconds": time.perf_counter() - t0}
     return stats
+
+
+def _under(context, job: Generator[Event, None, None]) -> Generator[Event, None, None]:
+    """Run each resumption of `job` inside context() (previews sample with float32 master weights in a half
+    model, so they need the training's autocast), without holding it while the consumer handles an event."""
+    while True:
+        with context():
+            try:
+                event = next(job)
+            except StopIteration:
+                return
+        yield event
 
 
 def _accelerator(mixed: str, device: torch.device):

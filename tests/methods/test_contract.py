@@ -115,3 +115,27 @@ def test_method_smoke(key, kind, bundles, tmp_path, monkeypatch):
         assert all(torch.equal(v, after[k]) for k, v in getattr(edited, name).state_dict().items())
     session.revert()
     assert not _changed(original, _state(bundle))
+
+
+HALF_CASES = [("esd-x", "sd"), ("vdu", "ddpm-cond"), ("sfd", "sd")]
+
+
+@pytest.mark.parametrize(("key", "kind"), HALF_CASES, ids=[f"{k}-{d}" for k, d in HALF_CASES])
+def test_method_runs_on_half_precision_model(key, kind, tmp_path, monkeypatch):
+    # On a GPU models load in bf16 by default: the job (grids, preview at step 0, training on float32 master
+    # copies, save) must run through there too. Before the fix these raised dtype mismatches.
+    monkeypatch.setenv("CONCEPT_ERASER_CACHE", str(tmp_path / "cache"))
+    demo = DEMO_OF_KIND[kind]
+    if demo not in READY:
+        pytest.skip(f"{demo} demo model is not built")
+    bundle = load_model(demo, dtype=torch.bfloat16)
+    cls = next(c for c in METHOD_CLASSES if c.info.key == key)
+    original = _state(bundle)
+    spec = _spec(cls, demo, bundle, tmp_path)
+    result = run_blocking(guarded(unlearn_job(spec, JobContext(), tmp_path / "run", bundle=bundle,
+                                              session=Session(bundle), samples=0)), lambda e: None)
+    assert result.status == "finished", f"{result.error}\n{result.details}"
+    changed = _changed(original, _state(bundle))
+    assert changed, f"{key} changed no tensor"
+    assert all(v.dtype == torch.bfloat16 for n in changed for v in getattr(bundle, n).state_dict().values()
+               if v.is_floating_point())
