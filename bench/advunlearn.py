@@ -10,6 +10,8 @@ default settings (training seed 0, judged seeds 1000..), then the same attack on
 `metrics.attack.attack_sd` (UnlearnDiffAtk-style, k=3 soft tokens, 40 Adam steps at lr 0.01) on every
 forget prompt of the judged plan, `--attempts` seeds each; success = the shapes judge sees the concept.
 The attack is pluggable: `--attack module:function` with attack_sd's signature.
+advunlearn.json keeps each case's per-attack outcomes (`hits`, `plain_hits`; `--attempts` per prompt, in
+the order of `attack_prompts`).
 
 Memory: AdvUnlearn alone (no eval, no attack) in two modes: "shared" (the method as shipped) and
 "two-copy" (a deep copy of UNet + text encoder + VAE held alive during training, as the reference code's
@@ -100,7 +102,8 @@ def run_case(method: str, concept: str, samples: int, attempts: int, sets: list[
         plain += [a["plain_success"] for a in r.per_attempt]
     return {"method": method, "concept": concept, "scores": s, "seconds": seconds,
             "train_seconds": s.get("train_seconds"), "job_cpu_seconds": cpu, "peak_rss_mib": rss, "asr": float(np.mean(hits)),
-            "asr_plain": float(np.mean(plain)), "attempts": len(hits), "attack_seconds": time.perf_counter() - ta,
+            "asr_plain": float(np.mean(plain)), "attempts": len(hits), "hits": [bool(h) for h in hits],
+            "plain_hits": [bool(h) for h in plain], "attack_seconds": time.perf_counter() - ta,
             "attack_prompts": prompts, "ssim_distance_retain": ssim}
 
 

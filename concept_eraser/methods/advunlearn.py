@@ -58,28 +58,40 @@ Reconstruction points (not fixed by the paper; our choices):
     samples with adversarial-only rows vs 92.5% with half);
   * defaults adapted to the tiny demo (64-d, 3-layer CLIP, 150 k trained values): lr 1e-3 (paper 1e-5 on SD's
     123 M encoder), 100 iterations with 20 warm-up (paper 1000 / 200), 4 forget + 3 retain states per step,
-    1 adversarial token (the reference code's default), 20 attack steps at lr 0.01 (paper 30 at 1e-3; the demo's token
-    embeddings have element std ~0.02), 20-step roll-outs (paper 50), γ = 0.5 (paper README 0.3), η = 1.
-    Tried and not kept: 3 adversarial tokens (the evaluation attack's k) with γ = 1 and 150 iterations: red
-    ASR 100%; 150 iterations alone did not raise striped UA. Models over 100 M parameters get the paper's
+    1 adversarial token (the reference code's default), 40 attack steps at lr 0.01 (paper 30 at 1e-3; the demo's token
+    embeddings have element std ~0.02), 20-step roll-outs (paper 50), γ = 0.5 (paper README 0.3);
+  * η = 2 (the paper: 1; ESD's newer code: 2). Our reading (not measured separately): the stripped reference
+    "a red circle" names no texture, so it need not avoid stripes, and e_a − η(e_p − e_a) with η = 1 pushes too
+    little past it; striped at 30 judged samples, 8 attack seeds (32 attacks): η = 1 UA 90.8% / ASR 28.1%,
+    η = 2 UA 93.3% / ASR 9.4%, η = 3 UA 92.5% / ASR 9.4%;
+  * 40 inner-attack steps (was 20): η = 2 with 40 steps UA 94.2% / ASR 6.2% on striped, red UA 100% / ASR 6.2%
+    (with 20: 9.4% on both); the outer step's cost about doubles (86 s vs 47 s of training on a quiet machine).
+    Tried and not kept (striped, η = 2, same 30-sample / 32-attack measurement): 3 adversarial tokens (the
+    evaluation attack's k) ASR 21.9%, CRA 0.92; lr 2e-3 UA 89.2% / ASR 21.9%; 150 iterations UA 90.8% / ASR 9.4%;
+    warm-up 50 UA 94.2% / ASR 12.5%, CRA 0.93; γ = 0.25 with 40 attack steps: the same as γ = 0.5. Earlier
+    (η = 1): 3 tokens with γ = 1 and 150 iterations gave red ASR 100%. Models over 100 M parameters get the paper's
     lr 1e-5 and 50-step roll-outs.
 
-Measured (bench/advunlearn.py --samples 100 --attempts 4, both methods at their defaults, training seed 0,
-judged seeds 1000-1099; the attack: metrics.attack.attack_sd, k = 3 tokens, 40 Adam steps at lr 0.01, 4 seeds
-x the 4 judged forget prompts = 16 attacks per case, so ASR moves in steps of 6.25 pt; SSIM distance on the
-judged retain rows at 8 seeds, LPIPS unavailable on this machine; times on a shared 2-core CPU at load ~8,
-job CPU seconds are load-independent):
+Measured (bench/advunlearn.py --samples 100 --attempts 12, both methods at their defaults, training seed 0,
+judged seeds 1000-1099; the attack: metrics.attack.attack_sd, k = 3 tokens, 40 Adam steps at lr 0.01, 12 seeds
+x the 4 judged forget prompts = 48 attacks per case, so ASR moves in steps of 2.08 pt (attack seeds 8-11 of each
+prompt were never used while tuning); SSIM distance on the judged retain rows at 8 seeds, LPIPS unavailable on
+this machine; times on a shared 2-core CPU at load ~3, job CPU seconds are load-independent):
 
 | concept | method | UA | ASR (attack) | ASR (no attack) | IRA | CRA (rel.) | SSIM dist. retain | train s | job s | job CPU s | attack s |
 |---|---|---|---|---|---|---|---|---|---|---|---|
-| striped | advunlearn | 2.8→87.5% | 25.0% | 12.5% | 97.9→98.4% | 99.4→99.3% (1.00) | 0.108 | 147 | 380 | 154 | 45 |
-| striped | esd-x | 2.8→98.0% | 25.0% | 6.2% | 97.9→98.2% | 99.4→95.6% (0.96) | 0.197 | 80 | 310 | 132 | 46 |
-| red | advunlearn | 0.0→98.8% | 37.5% | 0.0% | 100.0→62.4% | 96.2→97.1% (1.01) | 0.168 | 188 | 578 | 235 | 43 |
-| red | esd-x | 0.0→62.5% | 87.5% | 25.0% | 100.0→93.6% | 96.2→78.0% (0.81) | 0.280 | 79 | 289 | 120 | 45 |
+| striped | advunlearn | 2.8→94.0% | 10.4% | 6.2% | 97.9→98.6% | 99.4→96.6% (0.97) | 0.131 | 129 | 255 | 178 | 39 |
+| striped | esd-x | 2.8→100.0% | 6.2% | 0.0% | 97.9→98.1% | 99.4→99.3% (1.00) | 0.100 | 47 | 169 | 117 | 36 |
+| red | advunlearn | 0.0→99.8% | 6.2% | 0.0% | 100.0→62.5% | 96.2→95.8% (1.00) | 0.204 | 114 | 247 | 178 | 35 |
+| red | esd-x | 0.0→97.0% | 77.1% | 0.0% | 100.0→87.6% | 96.2→97.2% (1.01) | 0.142 | 35 | 138 | 131 | 41 |
 
-Red meets the issue's targets (UA ≥ 90%, ASR ≤ half of esd-x's, CRA ≥ 0.85 of the original); striped misses UA
-(87.5%, 92.5% in a 20-sample tuning run) and ties esd-x's ASR (25%) instead of halving it. Red costs IRA (other
-colours judged correctly 62%): the encoder's red direction leaks into its neighbours.
+Red meets the issue's targets (UA ≥ 90%, ASR 6.2% against esd-x's 77.1%, CRA ≥ 0.85 of the original). Striped
+meets UA (94.0%) and CRA (0.97) but not the ASR target: 5 of 48 attacks succeed against esd-x's 3 of 48; 3 of
+those 5 seeds already show stripes without the attack (plain failures, the 6% of UA left), and both methods'
+hits fall on the triangle and star prompts. esd-x's striped erasure is near-complete on this demo (UA 100%, no
+plain failure), so "half of esd-x's ASR" means at most 1 of 48. Red costs IRA (other colours judged correctly
+62.5%, the same in every red run we made): the encoder's red direction leaks into its neighbours; 8 retain
+states per step instead of 3 did not change it (30-sample run).
 
 The result is a plug-and-play text encoder: `save_text_encoder` writes it alone (safetensors +
 config + the job in the metadata) and `apply_text_encoder` loads it into another pipeline of the
@@ -123,7 +135,8 @@ class AdvUnlearnConfig(MethodConfig):
     lr: float | None = Field(
         None, gt=0, le=1.0, description="Learning rate of the text encoder. None = automatic: 1e-5 (the paper's) "
         "for models over 100 M parameters, 1e-3 for the small demo models.")
-    eta: float = Field(1.0, ge=0.0, le=10.0, description="Negative guidance η of the ESD target.")
+    eta: float = Field(2.0, ge=0.0, le=10.0, description="Negative guidance η of the ESD target (the paper: 1; ESD's "
+                       "newer code: 2).")
     anchor: Literal["stripped", "null"] = Field(
         "stripped", description="The ESD target's reference for a forget prompt: stripped = the prompt without the "
         "concept word (∅ for the bare concept, the paper's case), so only the concept's direction is negated; "
@@ -133,7 +146,7 @@ class AdvUnlearnConfig(MethodConfig):
                                  "prompts (the paper's README: 0.3).")
     warmup: int | None = Field(None, ge=0, description="Iterations without attack. None = 20% of steps (the "
                                "paper: 200 of 1000).")
-    attack_steps: int = Field(20, ge=1, le=1000, description="Adam steps of the inner attack (the paper: 30).")
+    attack_steps: int = Field(40, ge=1, le=1000, description="Adam steps of the inner attack (the paper: 30).")
     attack_lr: float = Field(0.01, gt=0, le=10.0, description="Adam learning rate of the inner attack "
                              "(the paper: 1e-3 on SD's embeddings).")
     adv_tokens: int = Field(1, ge=1, le=16, description="Adversarial soft tokens prepended to the concept (the "
