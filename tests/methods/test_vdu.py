@@ -85,6 +85,8 @@ def test_check_refuses_missing_images_and_checkpoints(tmp_path):
     cfg = m.parse_config({"precision": "checkpoints", "checkpoints": [str(tmp_path / "a"), str(tmp_path / "b")]})
     with pytest.raises(UserError, match="checkpoint not found"):
         m.check(b.summary, spec, cfg)
+    with pytest.raises(UserError, match="UNet tensors only"):  # the text encoder never got a gradient
+        m.check(b.summary, spec, m.parse_config({"group": "text-encoder"}))
 
 
 # ---------------------------------------------------------------- precision
