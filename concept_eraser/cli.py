@@ -315,6 +315,8 @@ def erase_spec(args):
         data["seed"] = args.seed
     if args.device:
         data["device"] = {**(data.get("device") or {}), "device": args.device}
+    if args.dtype:
+        data["device"] = {**(data.get("device") or {}), "dtype": args.dtype}
     if args.seeds:
         seeds = parse_seeds(args.seeds)
         sampling = data.get("sampling")
@@ -549,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", type=int, default=100,
                    help="judged samples per row for the demo models' scores (0 = none)")
     s.add_argument("--device", help="auto, cpu, cuda, mps")
+    s.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"],
+                   help="precision the model is loaded in (auto: bf16 or fp16 on a GPU, float32 on a CPU); the "
+                        "edited model is saved in the dtype the source files store")
     s.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     s.add_argument("--out", required=True, help="run folder")
     s.add_argument("--evaluate", action="store_true", help="then write report.json/report.html into the run folder")

@@ -27,5 +27,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if device.type == "cpu" and name != "float32":
-        raise UserError(f"{name} on CPU is several times slower than float32 here; use --dtype float32")
+        raise UserError(f"{name} on CPU is several times slower than float32 here; use --dtype float32 "
+                        f"(job files: device.dtype)")
     return _DTYPES[name]

@@ -40,6 +40,27 @@ def resolve_path(source: ModelSource) -> Path:
     return p
 
 
+_STORED = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def stored_dtype(path: Path) -> torch.dtype | None:
+    """The floating-point dtype most of a model's safetensors tensors are stored in (None: no safetensors, or
+    another float type such as F64 or F8)."""
+    from .single_file import read_safetensors_dtypes
+
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.rglob("*.safetensors"))
+    counts: dict[str, int] = {}
+    for f in files:
+        if f.suffix == ".safetensors":
+            for d in read_safetensors_dtypes(f).values():
+                if d.startswith(("F", "BF")):
+                    counts[d] = counts.get(d, 0) + 1
+    if not counts:
+        return None
+    return _STORED.get(max(counts, key=counts.get))
+
+
 def weights_sha256(folder: Path) -> str:
     """One stable hash over a folder's weight files: sorted relative paths and each file's sha256."""
     h = hashlib.sha256()

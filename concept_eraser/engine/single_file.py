@@ -45,6 +45,17 @@ def read_safetensors_keys(path: Path) -> list[str]:
 
 def read_safetensors_header(path: Path) -> tuple[list[str], dict[str, str]]:
     """Tensor names and metadata from the header; a truncated or corrupt file is a one-line error."""
+    header = _header(path)
+    meta = header.get("__metadata__") or {}
+    return [k for k in header if k != "__metadata__"], meta if isinstance(meta, dict) else {}
+
+
+def read_safetensors_dtypes(path: Path) -> dict[str, str]:
+    """Tensor name -> stored dtype ("F32", "F16", "BF16", ...) from the header."""
+    return {k: v["dtype"] for k, v in _header(path).items() if k != "__metadata__"}
+
+
+def _header(path: Path) -> dict:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -62,8 +73,7 @@ def read_safetensors_header(path: Path) -> tuple[list[str], dict[str, str]]:
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end > size:
         raise UserError(f"{path.name} is truncated ({size:,} of {8 + n + end:,} bytes); download it again")
-    meta = header.get("__metadata__") or {}
-    return [k for k in header if k != "__metadata__"], meta if isinstance(meta, dict) else {}
+    return header
 
 
 def load_ckpt_state(path: Path) -> dict[str, torch.Tensor]:

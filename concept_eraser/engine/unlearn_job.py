@@ -8,6 +8,7 @@ model files are only read. A failed or cancelled run restores the loaded model (
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -29,7 +30,7 @@ from concept_eraser.spec.events import (
     StageStarted,
 )
 from concept_eraser.spec.files import atomic_write, atomic_write_text, replace_dir
-from concept_eraser.spec.jobspec import JobSpec, SampleRow, SamplingSpec
+from concept_eraser.spec.jobspec import JobSpec, ModelSource, SampleRow, SamplingSpec
 from concept_eraser.spec.registry import RunOutcome
 from concept_eraser.spec.runloop import JobContext, UserError
 
@@ -121,8 +122,46 @@ def save_png(grid: Grid, path: Path, scale: int = 1) -> None:
     atomic_write(path, lambda p: img.save(p, format="PNG"))
 
 
-def save_model(bundle: ModelBundle, out: Path) -> Path:
-    """The edited model as a diffusers folder, written to a temporary folder beside `out` and renamed."""
+def in_stored_dtype(bundle: ModelBundle, source: ModelSource | None) -> ModelBundle:
+    """The edited model in the dtype its source files store, when it was loaded in another (bf16 on a GPU).
+
+    Tensors the run did not change are the stored ones bit for bit; a changed one is the stored tensor plus
+    the edit (edited − loaded original). Saved as loaded instead, every tensor would differ from the user's
+    model by rounding: a delta export would hold the whole model and a LoRA the rounding noise.
+    """
+    import torch
+
+    from .loading import load_model, resolve_path, stored_dtype
+
+    if source is None:
+        return bundle
+    try:
+        stored = stored_dtype(resolve_path(source))
+        if stored is None or stored == bundle.dtype:
+            return bundle
+        merged = load_model(source, device="cpu", dtype=stored)
+    except UserError:
+        return bundle  # the source is gone or changed: save what is loaded
+    mine = bundle.components()
+    with torch.no_grad():
+        for name, module in merged.components().items():
+            edited = mine[name].state_dict() if name in mine else {}
+            for k, orig in module.state_dict().items():
+                e = edited.get(k)
+                if e is None or e.shape != orig.shape or not orig.is_floating_point():
+                    continue
+                e = e.detach().to("cpu")
+                loaded = orig.to(e.dtype)
+                if not torch.equal(e, loaded):
+                    orig.copy_((orig.float() + (e.float() - loaded.float())).to(orig.dtype))
+    merged.meta = copy.deepcopy(bundle.meta)
+    return merged
+
+
+def save_model(bundle: ModelBundle, out: Path, source: ModelSource | None = None) -> Path:
+    """The edited model as a diffusers folder, written to a temporary folder beside `out` and renamed; with
+    `source`, in the dtype the source stores (in_stored_dtype)."""
+    bundle = in_stored_dtype(bundle, source)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -261,7 +300,7 @@ def unlearn_job(spec: JobSpec, ctx: JobContext, run_dir: str | Path, resume: boo
                 yield MetricReady(k, float(v))
         yield from _retention(before, after, sampling, inputs, scores)
         yield StageStarted("export")
-        outputs["model"] = str(save_model(bundle, run_dir / "model"))
+        outputs["model"] = str(save_model(bundle, run_dir / "model", spec.model))
     except BaseException:
         session.fail()
         raise

@@ -41,6 +41,7 @@ def test_erase_digits_smoke(tmp_path, capsys, monkeypatch):
     (["--forget", "3", "--set", "nonsense=1"], "nonsense"),
     (["--forget", "3", "--set", "oops"], "key=value"),
     ([], "needs a concept"),
+    (["--forget", "3", "--device", "cpu", "--dtype", "bfloat16"], "use --dtype float32"),
 ])
 @needs_digits
 def test_erase_bad_input_exit_2_one_line(tmp_path, capsys, argv, needle):

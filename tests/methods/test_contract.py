@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from concept_eraser.engine.catalog import demo_models
-from concept_eraser.engine.loading import load_model
+from concept_eraser.engine.loading import load_model, stored_dtype
 from concept_eraser.engine.session import Session
 from concept_eraser.engine.unlearn_job import unlearn_job
 from concept_eraser.methods import METHOD_CLASSES
@@ -139,3 +139,12 @@ def test_method_runs_on_half_precision_model(key, kind, tmp_path, monkeypatch):
     assert changed, f"{key} changed no tensor"
     assert all(v.dtype == torch.bfloat16 for n in changed for v in getattr(bundle, n).state_dict().values()
                if v.is_floating_point())
+    # The run's model is saved as the demo stores it (float32): what the run did not change is the user's
+    # tensors bit for bit, so a delta holds only the edit (saved in bf16, every tensor differed by rounding).
+    saved, base = _state(load_model(tmp_path / "run" / "model")), _state(load_model(demo))
+    assert stored_dtype(tmp_path / "run" / "model") == torch.float32
+    moved = {(n, k) for n in base for k in base[n] if not torch.equal(base[n][k], saved[n][k])}
+    assert moved and {n for n, _ in moved} <= changed
+    edited = {(n, k) for n in changed for k in original[n]
+              if not torch.equal(original[n][k], getattr(bundle, n).state_dict()[k])}
+    assert moved <= edited
