@@ -36,10 +36,15 @@ Reconstruction points (not fixed by the paper; our choices):
     vocabulary prompt "a {colour} {texture} {shape}" naming it or a synonym (as esd-x). The paper trains on
     the concept word alone; on the demo that erased the word but transferred only partly to full prompts
     (striped: UA 57.5% at 20 judged samples);
-  * `anchor="stripped"` (default): the ESD reference a_f of a forget prompt is the prompt with the concept
-    words removed ("a red striped circle" → "a red circle"); for the bare concept it is ∅, the paper's
-    target exactly. With ∅ for full prompts (`anchor="null"`) the target also negates the prompt's other
-    words (anti-red, anti-circle), and cross-attribute accuracy fell to 0.49-0.60 of the original;
+  * `anchor="siblings"` (default, as esd-x's target): the ESD reference a_f of a forget prompt is the prompt
+    with the concept swapped for a random other value of its attribute in the model's vocabulary ("a red
+    striped circle" → "a red solid circle"); for the bare concept (and without a vocabulary) the stripped
+    prompt, so ∅ for the bare concept, the paper's target exactly. `anchor="stripped"` (the default until
+    adv4) uses the prompt without the concept words ("a red circle"); but the demo draws an unnamed texture
+    at random, so that reference itself shows stripes about a third of the time and the erasure stayed
+    incomplete (striped UA 94.0%, 3 of 48 attack seeds striped without the attack). With ∅ for full prompts
+    (`anchor="null"`) the target also negates the prompt's other words (anti-red, anti-circle), and
+    cross-attribute accuracy fell to 0.49-0.60 of the original;
   * retain prompts for the shapes demo (when the job gives none): the vocabulary prompts without the concept
     (the forget prompts' own form, as esd-x) and the captions of templates 1-5 of demo/shapes_data.py
     without it; ∅ is always a retain row, since CFG at sampling time uses TE_θ(∅). Other models need
@@ -60,38 +65,43 @@ Reconstruction points (not fixed by the paper; our choices):
     123 M encoder), 100 iterations with 20 warm-up (paper 1000 / 200), 4 forget + 3 retain states per step,
     1 adversarial token (the reference code's default), 40 attack steps at lr 0.01 (paper 30 at 1e-3; the demo's token
     embeddings have element std ~0.02), 20-step roll-outs (paper 50), γ = 0.5 (paper README 0.3);
-  * η = 2 (the paper: 1; ESD's newer code: 2). Our reading (not measured separately): the stripped reference
-    "a red circle" names no texture, so it need not avoid stripes, and e_a − η(e_p − e_a) with η = 1 pushes too
-    little past it; striped at 30 judged samples, 8 attack seeds (32 attacks): η = 1 UA 90.8% / ASR 28.1%,
-    η = 2 UA 93.3% / ASR 9.4%, η = 3 UA 92.5% / ASR 9.4%;
+  * η = 1 (the paper's; ESD's newer code: 2). With the stripped reference η = 2 was needed (it names no
+    texture, so η = 1 pushed too little past it; striped at 30 judged samples, 8 attack seeds = 32 attacks:
+    η = 1 UA 90.8% / ASR 28.1%, η = 2 UA 93.3% / ASR 9.4%, η = 3 UA 92.5% / ASR 9.4%). With the sibling
+    reference η = 2 over-shoots into the retain prompts: striped UA 98.3% / ASR 0.0% but CRA 0.88, IRA 91.2%;
+    η = 1 UA 100% / ASR 6.2% (2 of 32), CRA 0.99; η = 2 with γ = 1 UA 100% / ASR 6.2%, CRA 0.93. At 100 samples /
+    48 attacks η = 1 and η = 2 + γ = 1 both reach striped ASR 2.1% (1 of 48), CRA 0.99 vs 0.93; on red η = 2 + γ
+    = 1 gave ASR 22.9% and IRA 49.0% against η = 1's 8.3% and 57.4%, so η = 1;
   * 40 inner-attack steps (was 20): η = 2 with 40 steps UA 94.2% / ASR 6.2% on striped, red UA 100% / ASR 6.2%
     (with 20: 9.4% on both); the outer step's cost about doubles (86 s vs 47 s of training on a quiet machine).
     Tried and not kept (striped, η = 2, same 30-sample / 32-attack measurement): 3 adversarial tokens (the
     evaluation attack's k) ASR 21.9%, CRA 0.92; lr 2e-3 UA 89.2% / ASR 21.9%; 150 iterations UA 90.8% / ASR 9.4%;
     warm-up 50 UA 94.2% / ASR 12.5%, CRA 0.93; γ = 0.25 with 40 attack steps: the same as γ = 0.5. Earlier
-    (η = 1): 3 tokens with γ = 1 and 150 iterations gave red ASR 100%. Models over 100 M parameters get the paper's
-    lr 1e-5 and 50-step roll-outs.
+    (η = 1): 3 tokens with γ = 1 and 150 iterations gave red ASR 100%. Also not kept (stripped reference, η = 2, 30
+    samples / 32 attacks): batch 8 UA 91.7% / ASR 3.1% (at twice the training cost); lr 5e-4 with 200 iterations
+    UA 92.5% / ASR 15.6%. Models over 100 M parameters get the paper's lr 1e-5 and 50-step roll-outs.
 
 Measured (bench/advunlearn.py --samples 100 --attempts 12, both methods at their defaults, training seed 0,
 judged seeds 1000-1099; the attack: metrics.attack.attack_sd, k = 3 tokens, 40 Adam steps at lr 0.01, 12 seeds
 x the 4 judged forget prompts = 48 attacks per case, so ASR moves in steps of 2.08 pt (attack seeds 8-11 of each
-prompt were never used while tuning); SSIM distance on the judged retain rows at 8 seeds, LPIPS unavailable on
-this machine; times on a shared 2-core CPU at load ~3, job CPU seconds are load-independent):
+prompt were not used while tuning, except to choose between the two sibling variants above); SSIM distance on
+the judged retain rows at 8 seeds, LPIPS unavailable on this machine; times on a shared 2-core CPU (advunlearn at
+load ~1, esd-x at ~3), job CPU seconds are load-independent):
 
 | concept | method | UA | ASR (attack) | ASR (no attack) | IRA | CRA (rel.) | SSIM dist. retain | train s | job s | job CPU s | attack s |
 |---|---|---|---|---|---|---|---|---|---|---|---|
-| striped | advunlearn | 2.8→94.0% | 10.4% | 6.2% | 97.9→98.6% | 99.4→96.6% (0.97) | 0.131 | 129 | 255 | 178 | 39 |
+| striped | advunlearn | 2.8→98.8% | 2.1% | 6.2% | 97.9→94.0% | 99.4→98.1% (0.99) | 0.171 | 100 | 187 | 192 | 25 |
 | striped | esd-x | 2.8→100.0% | 6.2% | 0.0% | 97.9→98.1% | 99.4→99.3% (1.00) | 0.100 | 47 | 169 | 117 | 36 |
-| red | advunlearn | 0.0→99.8% | 6.2% | 0.0% | 100.0→62.5% | 96.2→95.8% (1.00) | 0.204 | 114 | 247 | 178 | 35 |
+| red | advunlearn | 0.0→100.0% | 8.3% | 0.0% | 100.0→57.4% | 96.2→94.6% (0.98) | 0.255 | 86 | 167 | 172 | 29 |
 | red | esd-x | 0.0→97.0% | 77.1% | 0.0% | 100.0→87.6% | 96.2→97.2% (1.01) | 0.142 | 35 | 138 | 131 | 41 |
 
-Red meets the issue's targets (UA ≥ 90%, ASR 6.2% against esd-x's 77.1%, CRA ≥ 0.85 of the original). Striped
-meets UA (94.0%) and CRA (0.97) but not the ASR target: 5 of 48 attacks succeed against esd-x's 3 of 48; 3 of
-those 5 seeds already show stripes without the attack (plain failures, the 6% of UA left), and both methods'
-hits fall on the triangle and star prompts. esd-x's striped erasure is near-complete on this demo (UA 100%, no
-plain failure), so "half of esd-x's ASR" means at most 1 of 48. Red costs IRA (other colours judged correctly
-62.5%, the same in every red run we made): the encoder's red direction leaks into its neighbours; 8 retain
-states per step instead of 3 did not change it (30-sample run).
+Both concepts meet the issue's targets (UA ≥ 90%, ASR at most half of esd-x's, CRA ≥ 0.85 of the original):
+striped 1 of 48 attacks (esd-x 3 of 48; with the stripped reference it was 5 of 48 at UA 94.0%), red 4 of 48
+(esd-x 37 of 48). The margin on striped is one attack: 2 of 48 would miss. 3 striped seeds show stripes
+without the attack but not after it. The sibling reference costs IRA: striped retain prompts keep their
+texture 94.0% (98.6% with the stripped reference), red's other colours are judged correctly 57.4% (62.5%;
+already low in every red run: the encoder's red direction leaks into its neighbours; 8 retain states per step
+instead of 3 did not change it, 30-sample run).
 
 The result is a plug-and-play text encoder: `save_text_encoder` writes it alone (safetensors +
 config + the job in the metadata) and `apply_text_encoder` loads it into another pipeline of the
@@ -135,13 +145,14 @@ class AdvUnlearnConfig(MethodConfig):
     lr: float | None = Field(
         None, gt=0, le=1.0, description="Learning rate of the text encoder. None = automatic: 1e-5 (the paper's) "
         "for models over 100 M parameters, 1e-3 for the small demo models.")
-    eta: float = Field(2.0, ge=0.0, le=10.0, description="Negative guidance η of the ESD target (the paper: 1; ESD's "
+    eta: float = Field(1.0, ge=0.0, le=10.0, description="Negative guidance η of the ESD target (the paper: 1; ESD's "
                        "newer code: 2).")
-    anchor: Literal["stripped", "null"] = Field(
-        "stripped", description="The ESD target's reference for a forget prompt: stripped = the prompt without the "
+    anchor: Literal["stripped", "siblings", "null"] = Field(
+        "siblings", description="The ESD target's reference for a forget prompt: stripped = the prompt without the "
         "concept word (∅ for the bare concept, the paper's case), so only the concept's direction is negated; "
-        "null = ∅ for every prompt (the paper's formula applied as is, which also negates the prompt's other "
-        "words).")
+        "siblings = the prompt with the concept replaced by a random other value of its attribute in the model's "
+        "vocabulary (esd-x's default; stripped where there is none); null = ∅ for every prompt (the paper's "
+        "formula applied as is, which also negates the prompt's other words).")
     retain_weight: float = Field(0.5, ge=0.0, le=100.0, description="γ: weight of the utility term on retain "
                                  "prompts (the paper's README: 0.3).")
     warmup: int | None = Field(None, ge=0, description="Iterations without attack. None = 20% of steps (the "
@@ -301,6 +312,20 @@ def strip_concept(prompt: str, concepts: list[str], bundle: ModelBundle | None =
     return out if re.search(r"\w", out) and out.lower() not in {"a", "an", "the"} else None
 
 
+def sibling_anchors(forget: list[str], concepts: list[str], bundle: ModelBundle) -> tuple[list[str | None], int]:
+    """References for anchor="siblings": n per forget prompt (row i * n + j), the prompt with its concept word
+    swapped for each other value of the word's attribute ("a red striped circle" → "a red solid circle"), cycled to
+    n; the stripped prompt where no swap applies (the bare concept: ∅)."""
+    from .esd import _siblings, _swap
+
+    opts = []
+    for p in forget:
+        o = [r for c in concepts for s in _siblings(bundle, c) if p != c and (r := _swap(p, c, s)) is not None]
+        opts.append(o or [strip_concept(p, concepts, bundle)])
+    n = max(len(o) for o in opts)
+    return [o[j % len(o)] for o in opts for j in range(n)], n
+
+
 def shapes_retain_prompts(concepts: list[str]) -> list[str]:
     """Default retain prompts for the shapes demo: captions (templates 1-5) naming none of the concepts."""
     import re
@@ -451,7 +476,13 @@ class AdvUnlearn(Method):
         originals = Originals(params)
         with originals.active(), torch.no_grad():  # TE*: the frozen encoder's outputs, cached once
             ftab = CondTable(bundle, forget)
-            anchors = [strip_concept(p, concepts, bundle) for p in forget] if config.anchor == "stripped" else [None]
+            n_sib = 1
+            if config.anchor == "siblings":
+                anchors, n_sib = sibling_anchors(forget, concepts, bundle)
+            elif config.anchor == "stripped":
+                anchors = [strip_concept(p, concepts, bundle) for p in forget]
+            else:
+                anchors = [None]
             atab = CondTable(bundle, anchors)
             null = denoise.encode(bundle, [None]).detach()
             rtab = CondTable(bundle, retain) if gamma > 0 else None
@@ -502,7 +533,10 @@ class AdvUnlearn(Method):
             xf, tf, fi = states(fpool, ftab, B, g)
             rs = states(rpool, rtab, R, g)
             cf = ftab.rows(fi)
-            ca = atab.rows(fi) if len(atab) > 1 else null.expand(B)
+            if config.anchor == "siblings":  # one random sibling per state, as esd-x
+                ca = atab.rows(fi.cpu() * n_sib + torch.randint(0, n_sib, (B,), generator=g))
+            else:
+                ca = atab.rows(fi) if len(atab) > 1 else null.expand(B)
             with torch.no_grad():  # teacher: frozen UNet, TE* encodings (the UNet is never trained)
                 xs, ts, cs = [xf, xf], [tf, tf], [cf, ca]
                 if rs is not None:

@@ -18,6 +18,7 @@ from concept_eraser.methods.advunlearn import (
     read_text_encoder_metadata,
     save_text_encoder,
     shapes_retain_prompts,
+    sibling_anchors,
     trained_params,
 )
 from concept_eraser.spec import Concept, JobContext, JobSpec, ModelSource, SampleRow, UserError
@@ -160,6 +161,19 @@ def test_shapes_default_retain_prompts():
     assert not any(p.startswith("a ") and len(p.split()) == 4 and p.split()[1] in ("green", "blue", "yellow")
                    and p.split()[2] in ("solid", "striped", "outlined") for p in prompts), "not the eval template"
     assert all("stripe" not in p and "stripy" not in p and "banded" not in p for p in shapes_retain_prompts(["striped"]))
+
+
+def test_sibling_anchors():
+    from types import SimpleNamespace
+
+    from concept_eraser.demo.shapes_data import vocabulary
+
+    shapes = SimpleNamespace(meta={"vocabulary": vocabulary()})
+    refs, n = sibling_anchors(["striped", "a red striped circle"], ["striped"], shapes)
+    assert n == 2 and refs == [None, None, "a red solid circle", "a red outlined circle"]
+    # no vocabulary (or no swap): the stripped prompt
+    refs, n = sibling_anchors(["a red striped circle"], ["striped"], SimpleNamespace(meta={}))
+    assert (refs, n) == (["a red circle"], 1)
 
 
 def test_cancel_then_resume_gives_identical_text_encoder(tiny, tmp_path):
