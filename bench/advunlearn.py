@@ -6,7 +6,7 @@ deliberate two-copy baseline.
                  [--samples 20] [--attempts 4] [--set advunlearn:key=value ...] [--no-memory] [--out runs/bench-adv]
 
 Each case runs in its own process (its peak RSS is its own) through the unlearn job with the method's
-default settings (training seed 0, judged seeds 1000..), then the same attack on the edited model:
+default settings (training seed 0 or --train-seed, judged seeds 1000..), then the same attack on the edited model:
 `metrics.attack.attack_sd` (UnlearnDiffAtk-style, k=3 soft tokens, 40 Adam steps at lr 0.01) on every
 forget prompt of the judged plan, `--attempts` seeds each; success = the shapes judge sees the concept.
 The attack is pluggable: `--attack module:function` with attack_sd's signature.
@@ -56,7 +56,8 @@ def _cfg(method: str, sets: list[str]) -> dict:
     return parse_sets([kv for who, _, kv in (item.partition(":") for item in sets) if who == method])
 
 
-def run_case(method: str, concept: str, samples: int, attempts: int, sets: list[str], attack: str, out: Path) -> dict:
+def run_case(method: str, concept: str, samples: int, attempts: int, sets: list[str], attack: str, out: Path,
+             seed: int = 0) -> dict:
     import numpy as np
     import torch
 
@@ -68,7 +69,7 @@ def run_case(method: str, concept: str, samples: int, attempts: int, sets: list[
 
     torch.set_num_threads(1)
     spec = parse_job({"model": {"path": "shapes"}, "method": method, "method_config": _cfg(method, sets),
-                      "concepts": [{"text": concept}], "seed": 0})
+                      "concepts": [{"text": concept}], "seed": seed})
     bundle = load_model("shapes")
     t0 = time.perf_counter()
     result = run_blocking(guarded(unlearn_job(spec, JobContext(preview_every=0), out / f"{method}_{concept}",
@@ -173,12 +174,14 @@ def main() -> None:
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--memory-steps", type=int, default=10)
     p.add_argument("--out", default="runs/bench-adv")
+    p.add_argument("--train-seed", type=int, default=0, help="training seed of both methods (judged and attack "
+                   "seeds stay fixed)")
     p.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--memory", help=argparse.SUPPRESS)
     a = p.parse_args()
     out = Path(a.out)
     if a.case:
-        print("RESULT " + json.dumps(run_case(*a.case, a.samples, a.attempts, a.set, a.attack, out)))
+        print("RESULT " + json.dumps(run_case(*a.case, a.samples, a.attempts, a.set, a.attack, out, a.train_seed)))
         return
     if a.memory:
         print("RESULT " + json.dumps(run_memory(a.memory, a.memory_steps, out)))
@@ -186,7 +189,8 @@ def main() -> None:
 
     def sub(args: list[str]) -> dict:
         return run_child([__file__, *args, "--samples", str(a.samples), "--attempts", str(a.attempts),
-                          "--attack", a.attack, "--out", str(out), "--memory-steps", str(a.memory_steps)]
+                          "--attack", a.attack, "--out", str(out), "--memory-steps", str(a.memory_steps),
+                          "--train-seed", str(a.train_seed)]
                          + [f"--set={s}" for s in a.set])
 
     rows = []

@@ -102,6 +102,8 @@ without the attack but not after it. The sibling reference costs IRA: striped re
 texture 94.0% (98.6% with the stripped reference), red's other colours are judged correctly 57.4% (62.5%;
 already low in every red run: the encoder's red direction leaks into its neighbours; 8 retain states per step
 instead of 3 did not change it, 30-sample run).
+Not robust across training seeds: with --train-seed 1 (both methods, same judged and attack seeds) striped gives
+advunlearn UA 99.5%, ASR 6.2% (3 of 48), IRA 77.6%, CRA 1.00 against esd-x UA 100%, ASR 4.2% (2 of 48): missed.
 
 The result is a plug-and-play text encoder: `save_text_encoder` writes it alone (safetensors +
 config + the job in the metadata) and `apply_text_encoder` loads it into another pipeline of the
