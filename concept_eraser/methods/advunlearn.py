@@ -36,11 +36,14 @@ Reconstruction points (not fixed by the paper; our choices):
     vocabulary prompt "a {colour} {texture} {shape}" naming it or a synonym (as esd-x). The paper trains on
     the concept word alone; on the demo that erased the word but transferred only partly to full prompts
     (striped: UA 57.5% at 20 judged samples);
-  * `anchor="siblings"` (default, as esd-x's target): the ESD reference a_f of a forget prompt is the prompt
-    with the concept swapped for a random other value of its attribute in the model's vocabulary ("a red
-    striped circle" → "a red solid circle"); for the bare concept (and without a vocabulary) the stripped
-    prompt, so ∅ for the bare concept, the paper's target exactly. `anchor="stripped"` (the default until
-    adv4) uses the prompt without the concept words ("a red circle"); but the demo draws an unnamed texture
+  * `anchor="sibling_mean"` (default since adv5; our variant): the ESD reference of a forget prompt is the
+    mean of the frozen predictions for the prompt with the concept swapped for each other value of its
+    attribute in the model's vocabulary ("a red striped circle" → "a red solid circle", "a red outlined
+    circle"); for the bare concept (and without a vocabulary) the stripped prompt, so ∅ for the bare concept,
+    the paper's target exactly. `anchor="siblings"` (adv4's default, as esd-x's target) takes one random
+    sibling per state instead: a noisier target, which did not hold across training seeds (striped ASR 1 of
+    48 at seed 0, 3 of 48 at seed 1, esd-x 3 and 2) and over-shot with a larger batch (batch 8: CRA 0.88 at
+    seed 1). `anchor="stripped"` (the default until adv4) uses the prompt without the concept words ("a red circle"); but the demo draws an unnamed texture
     at random, so that reference itself shows stripes about a third of the time and the erasure stayed
     incomplete (striped UA 94.0%, 3 of 48 attack seeds striped without the attack). With ∅ for full prompts
     (`anchor="null"`) the target also negates the prompt's other words (anti-red, anti-circle), and
@@ -62,7 +65,7 @@ Reconstruction points (not fixed by the paper; our choices):
     (the ones users type, and the judged ones) then stayed partly un-erased (striped UA 84-85% at 20 judged
     samples with adversarial-only rows vs 92.5% with half);
   * defaults adapted to the tiny demo (64-d, 3-layer CLIP, 150 k trained values): lr 1e-3 (paper 1e-5 on SD's
-    123 M encoder), 100 iterations with 20 warm-up (paper 1000 / 200), 4 forget + 3 retain states per step,
+    123 M encoder), 100 iterations with 20 warm-up (paper 1000 / 200), 8 forget + 3 retain states per step,
     1 adversarial token (the reference code's default), 40 attack steps at lr 0.01 (paper 30 at 1e-3; the demo's token
     embeddings have element std ~0.02), 20-step roll-outs (paper 50), γ = 0.5 (paper README 0.3);
   * η = 1 (the paper's; ESD's newer code: 2). With the stripped reference η = 2 was needed (it names no
@@ -79,31 +82,38 @@ Reconstruction points (not fixed by the paper; our choices):
     warm-up 50 UA 94.2% / ASR 12.5%, CRA 0.93; γ = 0.25 with 40 attack steps: the same as γ = 0.5. Earlier
     (η = 1): 3 tokens with γ = 1 and 150 iterations gave red ASR 100%. Also not kept (stripped reference, η = 2, 30
     samples / 32 attacks): batch 8 UA 91.7% / ASR 3.1% (at twice the training cost); lr 5e-4 with 200 iterations
-    UA 92.5% / ASR 15.6%. Models over 100 M parameters get the paper's lr 1e-5 and 50-step roll-outs.
+    UA 92.5% / ASR 15.6%. Models over 100 M parameters get the paper's lr 1e-5 and 50-step roll-outs;
+  * sibling mean and batch 8 (adv5; striped, 100 samples / 48 attacks at training seeds 0 and 1, esd-x 3 and 2 of
+    48; each figure seed 0 / seed 1): siblings, batch 4 (adv4) 1 / 3 of 48 attacked, IRA 94.0 /
+    77.6%; siblings, η = 1.5: 2 / 4 of 48, IRA 90.6 / 76.2%, CRA 0.95 / 0.98; siblings, batch 8 at seed 1: 1 of 48
+    but UA 95.2%, CRA 0.88; sibling mean, batch 4: 1 / 2 of 48, 0 without the attack, IRA 97.2 / 88.5%, CRA 0.99;
+    sibling mean, batch 8 (kept): 0 / 1 of 48, IRA 97.9 / 82.4%, CRA 1.00 / 0.98, training about 1.3x as long.
+    On red (seed 0) it gives 7 of 48 (adv4's default: 4 of 48; esd-x 37 of 48) at the same IRA (56.8%);
 
 Measured (bench/advunlearn.py --samples 100 --attempts 12, both methods at their defaults, training seed 0,
 judged seeds 1000-1099; the attack: metrics.attack.attack_sd, k = 3 tokens, 40 Adam steps at lr 0.01, 12 seeds
 x the 4 judged forget prompts = 48 attacks per case, so ASR moves in steps of 2.08 pt (attack seeds 8-11 of each
-prompt were not used while tuning, except to choose between the two sibling variants above); SSIM distance on
-the judged retain rows at 8 seeds, LPIPS unavailable on this machine; times on a shared 2-core CPU (advunlearn at
-load ~1, esd-x at ~3), job CPU seconds are load-independent):
+prompt were not used while tuning until adv4; adv5 chose its defaults on all 48, at training seeds 0 and 1); SSIM
+distance on the judged retain rows at 8 seeds, LPIPS unavailable on this machine; times on a shared 2-core CPU
+(advunlearn at load ~2, esd-x at ~3), job CPU seconds are load-independent):
 
 | concept | method | UA | ASR (attack) | ASR (no attack) | IRA | CRA (rel.) | SSIM dist. retain | train s | job s | job CPU s | attack s |
 |---|---|---|---|---|---|---|---|---|---|---|---|
-| striped | advunlearn | 2.8→98.8% | 2.1% | 6.2% | 97.9→94.0% | 99.4→98.1% (0.99) | 0.171 | 100 | 187 | 192 | 25 |
+| striped | advunlearn | 2.8→100.0% | 0.0% | 0.0% | 97.9→97.9% | 99.4→99.2% (1.00) | 0.151 | 117 | 197 | 201 | 26 |
 | striped | esd-x | 2.8→100.0% | 6.2% | 0.0% | 97.9→98.1% | 99.4→99.3% (1.00) | 0.100 | 47 | 169 | 117 | 36 |
-| red | advunlearn | 0.0→100.0% | 8.3% | 0.0% | 100.0→57.4% | 96.2→94.6% (0.98) | 0.255 | 86 | 167 | 172 | 29 |
+| red | advunlearn | 0.0→100.0% | 14.6% | 0.0% | 100.0→56.8% | 96.2→96.6% (1.00) | 0.222 | 119 | 212 | 207 | 26 |
 | red | esd-x | 0.0→97.0% | 77.1% | 0.0% | 100.0→87.6% | 96.2→97.2% (1.01) | 0.142 | 35 | 138 | 131 | 41 |
 
 Both concepts meet the issue's targets (UA ≥ 90%, ASR at most half of esd-x's, CRA ≥ 0.85 of the original):
-striped 1 of 48 attacks (esd-x 3 of 48; with the stripped reference it was 5 of 48 at UA 94.0%), red 4 of 48
-(esd-x 37 of 48). The margin on striped is one attack: 2 of 48 would miss. 3 striped seeds show stripes
-without the attack but not after it. The sibling reference costs IRA: striped retain prompts keep their
-texture 94.0% (98.6% with the stripped reference), red's other colours are judged correctly 57.4% (62.5%;
-already low in every red run: the encoder's red direction leaks into its neighbours; 8 retain states per step
-instead of 3 did not change it, 30-sample run).
-Not robust across training seeds: with --train-seed 1 (both methods, same judged and attack seeds) striped gives
-advunlearn UA 99.5%, ASR 6.2% (3 of 48), IRA 77.6%, CRA 1.00 against esd-x UA 100%, ASR 4.2% (2 of 48): missed.
+striped 0 of 48 attacks (esd-x 3 of 48), red 7 of 48 (esd-x 37 of 48). Other training seeds (both methods,
+same judged and attack seeds), striped: seed 1 advunlearn UA 99.8%, ASR 2.1% (1 of 48), IRA 82.4%, CRA 0.98
+against esd-x UA 100%, ASR 4.2% (2 of 48): met, at exactly half; seed 2 advunlearn UA 100%, ASR 0.0%, IRA
+97.2%, CRA 0.98 against esd-x 0.0%. Red is not robust: at seed 1 advunlearn UA 100%, ASR 47.9% (23 of 48),
+IRA 49.2% against esd-x UA 89.8%, ASR 47.9%: missed; it missed with every reference tried there (adv4's siblings,
+batch 4: 54.2%, IRA 33.8%; sibling mean, batch 4: 33.3%, IRA 49.5%, CRA 0.96).
+Costs: striped IRA depends on the training seed (97.9% at seed 0, 82.4% at seed 1); red's other colours are
+judged correctly 56.8% (62.5% with the stripped reference; already low in every red run: the encoder's red
+direction leaks into its neighbours; 8 retain states per step instead of 3 did not change it, 30-sample run).
 
 The result is a plug-and-play text encoder: `save_text_encoder` writes it alone (safetensors +
 config + the job in the metadata) and `apply_text_encoder` loads it into another pipeline of the
@@ -149,11 +159,12 @@ class AdvUnlearnConfig(MethodConfig):
         "for models over 100 M parameters, 1e-3 for the small demo models.")
     eta: float = Field(1.0, ge=0.0, le=10.0, description="Negative guidance η of the ESD target (the paper: 1; ESD's "
                        "newer code: 2).")
-    anchor: Literal["stripped", "siblings", "null"] = Field(
-        "siblings", description="The ESD target's reference for a forget prompt: stripped = the prompt without the "
+    anchor: Literal["stripped", "siblings", "sibling_mean", "null"] = Field(
+        "sibling_mean", description="The ESD target's reference for a forget prompt: stripped = the prompt without the "
         "concept word (∅ for the bare concept, the paper's case), so only the concept's direction is negated; "
         "siblings = the prompt with the concept replaced by a random other value of its attribute in the model's "
-        "vocabulary (esd-x's default; stripped where there is none); null = ∅ for every prompt (the paper's "
+        "vocabulary (esd-x's default; stripped where there is none); sibling_mean = the mean of the frozen predictions "
+        "for all those siblings (our variant; costs one teacher pass per sibling); null = ∅ for every prompt (the paper's "
         "formula applied as is, which also negates the prompt's other words).")
     retain_weight: float = Field(0.5, ge=0.0, le=100.0, description="γ: weight of the utility term on retain "
                                  "prompts (the paper's README: 0.3).")
@@ -186,7 +197,7 @@ class AdvUnlearnConfig(MethodConfig):
     rollout_steps: int | None = Field(
         None, ge=2, le=1000, description="DDIM steps of the roll-out schedule. None = 50 (the paper's) for models "
         "over 100 M parameters, 20 for the small demos.", json_schema_extra=ADV)
-    batch: int = Field(4, ge=1, le=256, description="Forget states per iteration (the paper: 1).")
+    batch: int = Field(8, ge=1, le=256, description="Forget states per iteration (the paper: 1).")
     retain_batch: int = Field(3, ge=0, le=256, description="Retain prompts per iteration, ∅ included (the "
                               "paper: 5).")
     rollout: Literal["pool", "fresh"] = Field(
@@ -479,7 +490,7 @@ class AdvUnlearn(Method):
         with originals.active(), torch.no_grad():  # TE*: the frozen encoder's outputs, cached once
             ftab = CondTable(bundle, forget)
             n_sib = 1
-            if config.anchor == "siblings":
+            if config.anchor in ("siblings", "sibling_mean"):
                 anchors, n_sib = sibling_anchors(forget, concepts, bundle)
             elif config.anchor == "stripped":
                 anchors = [strip_concept(p, concepts, bundle) for p in forget]
@@ -535,16 +546,22 @@ class AdvUnlearn(Method):
             xf, tf, fi = states(fpool, ftab, B, g)
             rs = states(rpool, rtab, R, g)
             cf = ftab.rows(fi)
+            S = 1  # reference rows per state
             if config.anchor == "siblings":  # one random sibling per state, as esd-x
                 ca = atab.rows(fi.cpu() * n_sib + torch.randint(0, n_sib, (B,), generator=g))
+            elif config.anchor == "sibling_mean":  # every sibling per state, predictions averaged below
+                S = n_sib
+                ca = atab.rows((fi.cpu() * n_sib).repeat_interleave(S) + torch.arange(S).repeat(B))
             else:
                 ca = atab.rows(fi) if len(atab) > 1 else null.expand(B)
             with torch.no_grad():  # teacher: frozen UNet, TE* encodings (the UNet is never trained)
-                xs, ts, cs = [xf, xf], [tf, tf], [cf, ca]
+                xa, ta = (xf, tf) if S == 1 else (xf.repeat_interleave(S, 0), tf.repeat_interleave(S, 0))
+                xs, ts, cs = [xf, xa], [tf, ta], [cf, ca]
                 if rs is not None:
                     xs, ts, cs = xs + [rs[0]], ts + [rs[1]], cs + [rtab.rows(rs[2])]
                 e = denoise.predict(bundle, torch.cat(xs), torch.cat(ts), denoise.Cond.cat(cs))
-                e_p, e_0, e_r = e[:B], e[B:2 * B], e[2 * B:]
+                e_p, e_r = e[:B], e[B + B * S:]
+                e_0 = e[B:B + B * S].unflatten(0, (B, S)).mean(1)
                 tgt = e_0 - config.eta * (e_p - e_0)
             scalars: dict[str, float] = {}
             fi_cpu = fi.cpu()

@@ -176,6 +176,20 @@ def test_sibling_anchors():
     assert (refs, n) == (["a red circle"], 1)
 
 
+def test_sibling_mean_anchor_trains(bundle, tmp_path):
+    """anchor=sibling_mean averages the teacher's predictions over every sibling of each forget prompt."""
+    import math
+
+    from concept_eraser.demo.shapes_data import vocabulary
+
+    bundle.meta = {**(bundle.meta or {}), "vocabulary": vocabulary()}  # "red" has siblings: several rows per state
+    te = _state(bundle.text_encoder)
+    stats = _run(bundle, tmp_path, steps=2, warmup=1, lr=1e-2, anchor="sibling_mean")
+    assert stats["forget_prompts"] > 1, "the vocabulary prompts naming red (each with its siblings)"
+    assert stats["steps"] == 2 and math.isfinite(stats["loss"])
+    assert any(not torch.equal(v, bundle.text_encoder.state_dict()[k]) for k, v in te.items())
+
+
 def test_cancel_then_resume_gives_identical_text_encoder(tiny, tmp_path):
     """δ (the adversarial tokens, warm-started across iterations) is saved beside the checkpoint, so a cancelled
     and resumed run ends bit-identical to an uninterrupted one."""
