@@ -36,14 +36,14 @@ Reconstruction points (not fixed by the paper; our choices):
     vocabulary prompt "a {colour} {texture} {shape}" naming it or a synonym (as esd-x). The paper trains on
     the concept word alone; on the demo that erased the word but transferred only partly to full prompts
     (striped: UA 57.5% at 20 judged samples);
-  * `anchor="sibling_mean"` (default since adv5; our variant): the ESD reference of a forget prompt is the
+  * `anchor="sibling_mean"` (default; our variant): the ESD reference of a forget prompt is the
     mean of the frozen predictions for the prompt with the concept swapped for each other value of its
     attribute in the model's vocabulary ("a red striped circle" → "a red solid circle", "a red outlined
     circle"); for the bare concept (and without a vocabulary) the stripped prompt, so ∅ for the bare concept,
-    the paper's target exactly. `anchor="siblings"` (adv4's default, as esd-x's target) takes one random
+    the paper's target exactly. `anchor="siblings"` (the previous default, as esd-x's target) takes one random
     sibling per state instead: a noisier target, which did not hold across training seeds (striped ASR 1 of
     48 at seed 0, 3 of 48 at seed 1, esd-x 3 and 2) and over-shot with a larger batch (batch 8: CRA 0.88 at
-    seed 1). `anchor="stripped"` (the default until adv4) uses the prompt without the concept words ("a red circle"); but the demo draws an unnamed texture
+    seed 1). `anchor="stripped"` (the default before that) uses the prompt without the concept words ("a red circle"); but the demo draws an unnamed texture
     at random, so that reference itself shows stripes about a third of the time and the erasure stayed
     incomplete (striped UA 94.0%, 3 of 48 attack seeds striped without the attack). With ∅ for full prompts
     (`anchor="null"`) the target also negates the prompt's other words (anti-red, anti-circle), and
@@ -83,17 +83,17 @@ Reconstruction points (not fixed by the paper; our choices):
     (η = 1): 3 tokens with γ = 1 and 150 iterations gave red ASR 100%. Also not kept (stripped reference, η = 2, 30
     samples / 32 attacks): batch 8 UA 91.7% / ASR 3.1% (at twice the training cost); lr 5e-4 with 200 iterations
     UA 92.5% / ASR 15.6%. Models over 100 M parameters get the paper's lr 1e-5 and 50-step roll-outs;
-  * sibling mean and batch 8 (adv5; striped, 100 samples / 48 attacks at training seeds 0 and 1, esd-x 3 and 2 of
-    48; each figure seed 0 / seed 1): siblings, batch 4 (adv4) 1 / 3 of 48 attacked, IRA 94.0 /
+  * sibling mean and batch 8 (striped, 100 samples / 48 attacks at training seeds 0 and 1, esd-x 3 and 2 of
+    48; each figure seed 0 / seed 1): siblings, batch 4 (previous default) 1 / 3 of 48 attacked, IRA 94.0 /
     77.6%; siblings, η = 1.5: 2 / 4 of 48, IRA 90.6 / 76.2%, CRA 0.95 / 0.98; siblings, batch 8 at seed 1: 1 of 48
     but UA 95.2%, CRA 0.88; sibling mean, batch 4: 1 / 2 of 48, 0 without the attack, IRA 97.2 / 88.5%, CRA 0.99;
     sibling mean, batch 8 (kept): 0 / 1 of 48, IRA 97.9 / 82.4%, CRA 1.00 / 0.98, training about 1.3x as long.
-    On red (seed 0) it gives 7 of 48 (adv4's default: 4 of 48; esd-x 37 of 48) at the same IRA (56.8%);
+    On red (seed 0) it gives 7 of 48 (previous default: 4 of 48; esd-x 37 of 48) at the same IRA (56.8%);
 
 Measured (bench/advunlearn.py --samples 100 --attempts 12, both methods at their defaults, training seed 0,
 judged seeds 1000-1099; the attack: metrics.attack.attack_sd, k = 3 tokens, 40 Adam steps at lr 0.01, 12 seeds
 x the 4 judged forget prompts = 48 attacks per case, so ASR moves in steps of 2.08 pt (attack seeds 8-11 of each
-prompt were not used while tuning until adv4; adv5 chose its defaults on all 48, at training seeds 0 and 1); SSIM
+prompt were held out of tuning until the last round, which chose the defaults on all 48, at training seeds 0 and 1); SSIM
 distance on the judged retain rows at 8 seeds, LPIPS unavailable on this machine; times on a shared 2-core CPU
 (advunlearn at load ~2, esd-x at ~3), job CPU seconds are load-independent):
 
@@ -109,7 +109,7 @@ striped 0 of 48 attacks (esd-x 3 of 48), red 7 of 48 (esd-x 37 of 48). Other tra
 same judged and attack seeds), striped: seed 1 advunlearn UA 99.8%, ASR 2.1% (1 of 48), IRA 82.4%, CRA 0.98
 against esd-x UA 100%, ASR 4.2% (2 of 48): met, at exactly half; seed 2 advunlearn UA 100%, ASR 0.0%, IRA
 97.2%, CRA 0.98 against esd-x 0.0%. Red is not robust: at seed 1 advunlearn UA 100%, ASR 47.9% (23 of 48),
-IRA 49.2% against esd-x UA 89.8%, ASR 47.9%: missed; it missed with every reference tried there (adv4's siblings,
+IRA 49.2% against esd-x UA 89.8%, ASR 47.9%: missed; it missed with every reference tried there (the previous default, siblings,
 batch 4: 54.2%, IRA 33.8%; sibling mean, batch 4: 33.3%, IRA 49.5%, CRA 0.96).
 Costs: striped IRA depends on the training seed (97.9% at seed 0, 82.4% at seed 1); red's other colours are
 judged correctly 56.8% (62.5% with the stripped reference; already low in every red run: the encoder's red
