@@ -8,7 +8,6 @@ compared with the in-memory result.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from concept_eraser.spec.jobspec import ModelSource
 from concept_eraser.spec.runloop import JobContext, UserError
 
 from . import export_files as ef
-from .bundle import META_FILE
 
 
 def _kind_of(path: Path, tensors: dict, meta: dict[str, str]) -> str:
@@ -33,18 +31,9 @@ def _kind_of(path: Path, tensors: dict, meta: dict[str, str]) -> str:
 
 def write_folder(bundle, written: Path, metadata: dict[str, str]) -> None:
     """The loaded model as a diffusers folder (safetensors, with metadata in every header)."""
-    if bundle.pipe is not None:
-        bundle.pipe.save_pretrained(written, safe_serialization=True)
-    else:
-        import shutil
+    from .unlearn_job import write_model_files
 
-        from .unlearn_job import WEIGHT_SUFFIXES
-
-        shutil.copytree(bundle.summary.source, written,
-                        ignore=lambda d, names: [n for n in names if n.endswith(WEIGHT_SUFFIXES)])
-        bundle.unet.save_pretrained(written / "unet", safe_serialization=True)
-    if bundle.meta and not (written / META_FILE).exists():
-        (written / META_FILE).write_text(json.dumps(bundle.meta, indent=2) + "\n")
+    write_model_files(bundle, written)
     ef.add_metadata_to_folder(written, metadata)
 
 

@@ -40,7 +40,6 @@ from .session import Session
 GRID_SEEDS = 8
 PREVIEW_SEEDS = 4
 MAX_RETAIN_ROWS = 4
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 
 
 def default_sampling(bundle: ModelBundle, forget: list[SampleRow], retain: list[SampleRow],
@@ -158,6 +157,24 @@ def in_stored_dtype(bundle: ModelBundle, source: ModelSource | None) -> ModelBun
     return merged
 
 
+def write_model_files(bundle: ModelBundle, folder: Path) -> None:
+    """The loaded model as a diffusers folder in `folder` (a staging folder: the callers rename it into place)."""
+    from .loading import WEIGHT_SUFFIXES
+
+    if bundle.pipe is not None and bundle.meta and bundle.meta.get("one_step"):
+        from .one_step import one_step_pipeline  # SFD on SD: the generator with a one-step scheduler
+
+        one_step_pipeline(bundle, bundle.unet).save_pretrained(folder, safe_serialization=True)
+    elif bundle.pipe is not None:
+        bundle.pipe.save_pretrained(folder, safe_serialization=True)
+    else:  # DDPM: the source's configs as they are, the UNet's weights anew
+        shutil.copytree(Path(bundle.summary.source), folder, dirs_exist_ok=True,
+                        ignore=lambda d, names: [n for n in names if n.endswith(WEIGHT_SUFFIXES)])
+        bundle.unet.save_pretrained(folder / "unet", safe_serialization=True)
+    if bundle.meta and not (folder / META_FILE).exists():
+        atomic_write_text(folder / META_FILE, json.dumps(bundle.meta, indent=2) + "\n")
+
+
 def save_model(bundle: ModelBundle, out: Path, source: ModelSource | None = None) -> Path:
     """The edited model as a diffusers folder, written to a temporary folder beside `out` and renamed; with
     `source`, in the dtype the source stores (in_stored_dtype)."""
@@ -165,19 +182,7 @@ def save_model(bundle: ModelBundle, out: Path, source: ModelSource | None = None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        if bundle.pipe is not None and bundle.meta and bundle.meta.get("one_step"):
-            from .one_step import one_step_pipeline  # SFD on SD: the generator with a one-step scheduler
-
-            one_step_pipeline(bundle, bundle.unet).save_pretrained(tmp, safe_serialization=True)
-        elif bundle.pipe is not None:
-            bundle.pipe.save_pretrained(tmp, safe_serialization=True)
-        else:
-            src = Path(bundle.summary.source)
-            shutil.copytree(src, tmp, dirs_exist_ok=True,
-                            ignore=lambda d, names: [n for n in names if n.endswith(WEIGHT_SUFFIXES)])
-            bundle.unet.save_pretrained(tmp / "unet", safe_serialization=True)
-        if bundle.meta and not (tmp / META_FILE).exists():
-            atomic_write_text(tmp / META_FILE, json.dumps(bundle.meta, indent=2) + "\n")
+        write_model_files(bundle, tmp)
         return replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
