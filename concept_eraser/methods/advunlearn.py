@@ -200,6 +200,11 @@ class AdvUnlearnConfig(MethodConfig):
     batch: int = Field(8, ge=1, le=256, description="Forget states per iteration (the paper: 1).")
     retain_batch: int = Field(3, ge=0, le=256, description="Retain prompts per iteration, ∅ included (the "
                               "paper: 5).")
+    sibling_weight: float = Field(
+        0.0, ge=0.0, le=100.0, description="Weight of a second utility term (our addition): at each forget state, one "
+        "sibling reference prompt (anchor siblings / sibling_mean: the prompt with the concept swapped, 'a blue "
+        "striped circle') must keep the frozen model's prediction; the neighbours the concept's edit leaks into. "
+        "0 = off.")
     rollout: Literal["pool", "fresh"] = Field(
         "pool", description="pool: roll out `pool_trajectories` trajectories per prompt set once, from the frozen "
         "model, and train on their states; fresh: a new roll-out every step (the paper).", json_schema_extra=ADV)
@@ -512,6 +517,9 @@ class AdvUnlearn(Method):
         ids_f_plain = denoise.token_ids(bundle, forget)
         ids_f_adv = adv_token_ids(bundle, forget, config.adv_tokens)
         ids_r = denoise.token_ids(bundle, ["" if r is None else r for r in retain])
+        # sibling utility rows: only where the references are siblings (their frozen predictions are computed anyway)
+        sib_w = config.sibling_weight if config.anchor in ("siblings", "sibling_mean") else 0.0
+        ids_a = denoise.token_ids(bundle, ["" if a is None else a for a in anchors]) if sib_w > 0 else None
         table = bundle.text_encoder.get_input_embeddings().weight
         B, R = config.batch, config.retain_batch if gamma > 0 else 0
         # δ per forget prompt (k, D), kept across iterations (the code's "latest" initialisation) and saved beside
@@ -548,7 +556,8 @@ class AdvUnlearn(Method):
             cf = ftab.rows(fi)
             S = 1  # reference rows per state
             if config.anchor == "siblings":  # one random sibling per state, as esd-x
-                ca = atab.rows(fi.cpu() * n_sib + torch.randint(0, n_sib, (B,), generator=g))
+                ai = fi.cpu() * n_sib + torch.randint(0, n_sib, (B,), generator=g)
+                ca = atab.rows(ai)
             elif config.anchor == "sibling_mean":  # every sibling per state, predictions averaged below
                 S = n_sib
                 ca = atab.rows((fi.cpu() * n_sib).repeat_interleave(S) + torch.arange(S).repeat(B))
@@ -561,8 +570,14 @@ class AdvUnlearn(Method):
                     xs, ts, cs = xs + [rs[0]], ts + [rs[1]], cs + [rtab.rows(rs[2])]
                 e = denoise.predict(bundle, torch.cat(xs), torch.cat(ts), denoise.Cond.cat(cs))
                 e_p, e_r = e[:B], e[B + B * S:]
-                e_0 = e[B:B + B * S].unflatten(0, (B, S)).mean(1)
+                e_s = e[B:B + B * S].unflatten(0, (B, S))
+                e_0 = e_s.mean(1)
                 tgt = e_0 - config.eta * (e_p - e_0)
+                if sib_w > 0:  # one sibling per state: its reference row and frozen prediction
+                    j = torch.randint(0, S, (B,), generator=g)
+                    if S > 1:
+                        ai = fi.cpu() * n_sib + j
+                    e_sib = e_s[torch.arange(B), j.to(e_s.device)]
             scalars: dict[str, float] = {}
             fi_cpu = fi.cpu()
             # rows [:A] get the adversarial prompt, the rest the plain one (all plain during warm-up)
@@ -590,6 +605,11 @@ class AdvUnlearn(Method):
             else:
                 out = denoise.predict(bundle, xf, tf, denoise.Cond(hidden=hidden_f))
             loss, terms = erase_retain_loss(out, B, tgt, e_r if rs is not None else None, gamma)
+            if sib_w > 0:
+                out_s = denoise.predict(bundle, xf, tf, denoise.Cond(hidden=te_hidden(bundle, ids_a[ai])))
+                keep = torch.nn.functional.mse_loss(out_s.float(), e_sib.float())
+                loss = loss + sib_w * keep
+                terms = {**terms, "sibling": keep.item(), "loss": loss.item()}
             return loss, {**scalars, **terms}
 
         settings = TrainSettings(steps=config.steps, lr=lr, optimizer="adam", grad_clip=config.grad_clip,

@@ -190,6 +190,30 @@ def test_sibling_mean_anchor_trains(bundle, tmp_path):
     assert any(not torch.equal(v, bundle.text_encoder.state_dict()[k]) for k, v in te.items())
 
 
+def test_sibling_term_keeps_sibling_predictions(tiny, tmp_path):
+    """sibling_weight > 0: the forget prompts' siblings (the concept swapped for another colour) keep the frozen
+    model's predictions better than without the term (the retain term off, to see this term alone)."""
+    from concept_eraser.demo.shapes_data import vocabulary
+
+    sibs = ["a blue solid circle", "a green striped square", "a yellow outlined star"]
+    g = torch.Generator().manual_seed(1)
+    orig = load_model(tiny)
+    x = torch.randn(len(sibs), *denoise.x_shape(orig), generator=g)
+    t = torch.full((len(sibs),), 50)
+    with torch.no_grad():
+        want = denoise.predict(orig, x, t, denoise.encode(orig, sibs))
+    drift = {}
+    for w in (0.0, 5.0):
+        b = load_model(tiny)
+        b.meta = {**(b.meta or {}), "vocabulary": vocabulary()}
+        stats = _run(b, tmp_path / str(w), steps=12, warmup=12, lr=3e-2, anchor="sibling_mean", retain_weight=0.0,
+                     sibling_weight=w)
+        assert ("sibling" in stats) == (w > 0)
+        with torch.no_grad():
+            drift[w] = torch.nn.functional.mse_loss(denoise.predict(b, x, t, denoise.encode(b, sibs)), want).item()
+    assert drift[5.0] < 0.5 * drift[0.0], drift
+
+
 def test_cancel_then_resume_gives_identical_text_encoder(tiny, tmp_path):
     """δ (the adversarial tokens, warm-started across iterations) is saved beside the checkpoint, so a cancelled
     and resumed run ends bit-identical to an uninterrupted one."""
