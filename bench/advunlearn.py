@@ -131,7 +131,7 @@ def run_memory(mode: str, steps: int, out: Path) -> dict:
     from concept_eraser.engine.loading import load_model
     from concept_eraser.engine.session import Session
     from concept_eraser.engine.unlearn_job import unlearn_job
-    from concept_eraser.methods.advunlearn import trained_params
+    from concept_eraser.methods.advunlearn import AdvUnlearnConfig, trained_params
     from concept_eraser.spec import JobContext, SamplingSpec, guarded, parse_job, run_blocking
 
     torch.set_num_threads(1)
@@ -149,7 +149,7 @@ def run_memory(mode: str, steps: int, out: Path) -> dict:
     assert result.ok, result.error
     del keep
     counts = {n: sum(p.numel() for p in m.parameters()) for n, m in bundle.components().items()}
-    trained = sum(p.numel() for p in trained_params(bundle).values())
+    trained = sum(p.numel() for p in trained_params(bundle, AdvUnlearnConfig().layers).values())  # the default part
     frac = trained / counts["text_encoder"]
 
     def state_bytes(c: dict, trained_n: float) -> float:  # float32 weights + (originals + grad + 2 Adam) per trained

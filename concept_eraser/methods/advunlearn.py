@@ -4,8 +4,9 @@ Paper: Zhang, Jia, Chen, Liu, Sun, Liu, Ni, Zhang, Hong, Liu, Wang, Liu, "Defens
 Adversarial Training for Robust Concept Erasure in Diffusion Models", NeurIPS 2024 (official code:
 OPTML-Group/AdvUnlearn, train-scripts/AdvUnlearn.py, utils/get_loss.py, utils/attack_util.py).
 
-Only the text encoder TE_θ is trained (its transformer layers and final norm; token and position
-embeddings stay frozen); the UNet ε is frozen and shared by teacher and student. Per iteration:
+Only the text encoder TE_θ is trained: by default its MLP blocks (`layers="mlp"`, our choice for the demo; the
+paper trains the transformer layers and final norm, `layers="all"`); token and position embeddings stay frozen.
+The UNet ε is frozen and shared by teacher and student. Per iteration:
 
   1. x_k: states of DDIM roll-outs (`rollout_steps`, CFG `guidance` 3) from the frozen model conditioned on
      the forget prompts c_f and on the retain prompts c_r (see "roll-out pool" below);
@@ -19,7 +20,9 @@ embeddings stay frozen); the UNet ε is frozen and shared by teacher and student
   4. outer step on θ (the paper's Eq. 5 with the ESD target, Eq. 6 utility regulariser):
          L = ‖ε(x_k, TE_θ(c̃), t) − (e_a − η (e_p − e_a))‖²
              + γ ‖ε(x^r_k, TE_θ(c_r), t) − ε(x^r_k, TE*(c_r), t)‖²
-     with c̃ = [δ; c_f] (c_f itself during warm-up).
+             + γ_s ‖ε(x_k, TE_θ(s_f), t) − ε(x_k, TE*(s_f), t)‖²
+     with c̃ = [δ; c_f] (c_f itself during warm-up) and s_f a random sibling of c_f (the last term is ours,
+     `sibling_weight`; see below).
 
 Memory: the reference code loads two full Stable Diffusion copies. Here the UNet is frozen and never
 trained, so one copy serves both branches; TE*'s outputs (for c_f, the references, ∅ and every retain
@@ -60,11 +63,11 @@ Reconstruction points (not fixed by the paper; our choices):
   * batching: `batch` forget states and `retain_batch` retain states per step (paper: 1 and 5); one δ per
     forget prompt, each attacked on its own states (the paper's batch of 1 has one δ);
   * "fast" AT = one signed-gradient step of size `fast_step` from the current δ;
-  * `adv_fraction` 0.5 (default): after warm-up half of each step's forget rows carry the adversarial
-    prompt, half the plain one. The paper trains on adversarial prompts only; on the demo the plain prompts
-    (the ones users type, and the judged ones) then stayed partly un-erased (striped UA 84-85% at 20 judged
-    samples with adversarial-only rows vs 92.5% with half);
-  * defaults adapted to the tiny demo (64-d, 3-layer CLIP, 150 k trained values): lr 1e-3 (paper 1e-5 on SD's
+  * `adv_fraction` 0.75 (default; 0.5 before adv6): after warm-up 6 of each step's 8 forget rows carry the
+    adversarial prompt, the rest the plain one. The paper trains on adversarial prompts only; on the demo the
+    plain prompts (the ones users type, and the judged ones) then stayed partly un-erased (striped UA 84-85% at
+    20 judged samples with adversarial-only rows vs 92.5% with half; stripped reference, all layers);
+  * defaults adapted to the tiny demo (64-d, 3-layer CLIP; 150 k values in all layers, 99 k in the MLPs): lr 1e-3 (paper 1e-5 on SD's
     123 M encoder), 100 iterations with 20 warm-up (paper 1000 / 200), 8 forget + 3 retain states per step,
     1 adversarial token (the reference code's default), 40 attack steps at lr 0.01 (paper 30 at 1e-3; the demo's token
     embeddings have element std ~0.02), 20-step roll-outs (paper 50), γ = 0.5 (paper README 0.3);
@@ -89,6 +92,20 @@ Reconstruction points (not fixed by the paper; our choices):
     but UA 95.2%, CRA 0.88; sibling mean, batch 4: 1 / 2 of 48, 0 without the attack, IRA 97.2 / 88.5%, CRA 0.99;
     sibling mean, batch 8 (kept): 0 / 1 of 48, IRA 97.9 / 82.4%, CRA 1.00 / 0.98, training about 1.3x as long.
     On red (seed 0) it gives 7 of 48 (previous default: 4 of 48; esd-x 37 of 48) at the same IRA (56.8%);
+  * sibling term and MLP-only edit (adv6; red at training seed 1, where the adv5 defaults missed: 23 of 48
+    against esd-x's 23 of 48). With all layers trained and no sibling term the red edit leaked into the other
+    colours (red IRA 49-57% in every run: at seed 1 "yellow" drew red and "blue" green, at seed 0 yellow drew
+    green). `sibling_weight` (γ_s) = 1 holds the siblings at the forget states themselves, where the leak
+    happens (3 retain states per step from 73 retain prompts did not; nor did 8), and gave IRA 100%, but with all
+    layers trained the attack then got through more often: 30 of 48 (γ_s 0.3: 45 of 48, IRA 82.1%; with γ_s 1:
+    η = 2 24 of 48, IRA 72.5%; 3 adversarial tokens 45; adversarial rows only 41; a fresh random δ every step 32;
+    200 steps 39; lr 2e-3 27; no adversarial training at all 39). Training the MLP blocks only (each acts on one
+    position; the prefix reaches the concept's positions only through the frozen attention) with γ_s = 1: 7 of 48,
+    IRA 100%, CRA 1.00; the MLPs without the term: 15 of 48, IRA 39.2%. But at seed 0 MLPs + γ_s = 1 gave 19 of 48
+    (esd-x 37: one attack over half); with 150 steps 17 of 48; with 6 of 8 forget rows adversarial
+    (`adv_fraction` 0.75, kept) 9 of 48 at seed 0 and 6 of 48 at seed 1. Screens at 30 judged samples (the trained
+    model and the 48 attacks do not depend on that: the same hits at 30 and 100), the kept setting re-measured at
+    100;
 
 Measured (bench/advunlearn.py --samples 100 --attempts 12, both methods at their defaults, training seed 0,
 judged seeds 1000-1099; the attack: metrics.attack.attack_sd, k = 3 tokens, 40 Adam steps at lr 0.01, 12 seeds
@@ -176,8 +193,8 @@ class AdvUnlearnConfig(MethodConfig):
     adv_tokens: int = Field(1, ge=1, le=16, description="Adversarial soft tokens prepended to the concept (the "
                             "paper: 1).")
     adv_fraction: float = Field(
-        0.5, gt=0.0, le=1.0, description="Share of each step's forget rows that get the adversarial prompt after "
-        "warm-up; the rest keep the plain prompt (1 = the paper: adversarial prompts only; 0.5 = our default: "
+        0.75, gt=0.0, le=1.0, description="Share of each step's forget rows that get the adversarial prompt after "
+        "warm-up; the rest keep the plain prompt (1 = the paper: adversarial prompts only; 0.75 = our default: "
         "the plain prompts are the ones users type).")
     fast: bool = Field(False, description="Fast AT: one signed-gradient attack step instead of attack_steps "
                        "Adam steps (cheaper, less robust).")
@@ -188,8 +205,9 @@ class AdvUnlearnConfig(MethodConfig):
     attack_init: Literal["latest", "random"] = Field(
         "latest", description="Start each attack from the previous δ (latest) or random vocabulary embeddings.",
         json_schema_extra=ADV)
-    layers: Layers = Field("all", description="Trained text-encoder part: all transformer layers + final norm, "
-                           "the first `first_layers` layers, attention only, or MLP only.")
+    layers: Layers = Field("mlp", description="Trained text-encoder part: all transformer layers + final norm, "
+                           "the first `first_layers` layers, attention only, or MLP only (default: the paper trains "
+                           "all; on the demo the MLPs with the sibling term resisted the attack far better).")
     first_layers: int = Field(1, ge=1, le=64, description="How many layers `layers=first` trains.",
                               json_schema_extra=ADV)
     guidance: float = Field(3.0, ge=1.0, le=20.0, description="Classifier-free guidance of the roll-out.",
@@ -201,10 +219,10 @@ class AdvUnlearnConfig(MethodConfig):
     retain_batch: int = Field(3, ge=0, le=256, description="Retain prompts per iteration, ∅ included (the "
                               "paper: 5).")
     sibling_weight: float = Field(
-        0.0, ge=0.0, le=100.0, description="Weight of a second utility term (our addition): at each forget state, one "
+        1.0, ge=0.0, le=100.0, description="Weight of a second utility term (our addition): at each forget state, one "
         "sibling reference prompt (anchor siblings / sibling_mean: the prompt with the concept swapped, 'a blue "
         "striped circle') must keep the frozen model's prediction; the neighbours the concept's edit leaks into. "
-        "0 = off.")
+        "Only where the model's vocabulary gives siblings; 0 = off.")
     rollout: Literal["pool", "fresh"] = Field(
         "pool", description="pool: roll out `pool_trajectories` trajectories per prompt set once, from the frozen "
         "model, and train on their states; fresh: a new roll-out every step (the paper).", json_schema_extra=ADV)
@@ -464,7 +482,7 @@ class AdvUnlearn(Method):
         from concept_eraser.engine.rollout_pool import CondTable, RolloutPool, build_pool
         from concept_eraser.engine.training import Originals, TrainSettings
 
-        from .esd import erase_retain_loss, plan_items
+        from .esd import _siblings, erase_retain_loss, plan_items
 
         bundle = run.bundle
         params = trained_params(bundle, config.layers, config.first_layers)
@@ -486,11 +504,15 @@ class AdvUnlearn(Method):
             yield Log("info", f"advunlearn: {len(retain)} default shapes retain prompts (no --retain given)")
         retain = [None, *retain]  # ∅ drives CFG: keep TE(∅) too
         gamma = config.retain_weight if config.retain_batch > 0 else 0.0
+        # sibling utility rows: only where the references are real siblings (a vocabulary names the concept's
+        # attribute); their frozen predictions are computed for the target anyway
+        real = any(_siblings(bundle, c) for c in concepts)
+        sib_w = config.sibling_weight if config.anchor in ("siblings", "sibling_mean") and real else 0.0
         yield Log("info", f"advunlearn: training {len(params)} text-encoder tensors ({n_params:,} values, layers "
                           f"{config.layers}), lr {lr:g}, eta {config.eta}, gamma {gamma:g}, warm-up {warmup}, "
                           f"{len(forget)} forget / {len(retain)} retain prompts, attack "
                           f"{'fast' if config.fast else f'{config.attack_steps} Adam steps'}, "
-                          f"{config.adv_tokens} token(s)")
+                          f"{config.adv_tokens} token(s), sibling weight {sib_w:g}")
         originals = Originals(params)
         with originals.active(), torch.no_grad():  # TE*: the frozen encoder's outputs, cached once
             ftab = CondTable(bundle, forget)
@@ -517,8 +539,6 @@ class AdvUnlearn(Method):
         ids_f_plain = denoise.token_ids(bundle, forget)
         ids_f_adv = adv_token_ids(bundle, forget, config.adv_tokens)
         ids_r = denoise.token_ids(bundle, ["" if r is None else r for r in retain])
-        # sibling utility rows: only where the references are siblings (their frozen predictions are computed anyway)
-        sib_w = config.sibling_weight if config.anchor in ("siblings", "sibling_mean") else 0.0
         ids_a = denoise.token_ids(bundle, ["" if a is None else a for a in anchors]) if sib_w > 0 else None
         table = bundle.text_encoder.get_input_embeddings().weight
         B, R = config.batch, config.retain_batch if gamma > 0 else 0
