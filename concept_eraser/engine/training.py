@@ -1,7 +1,9 @@
 """The training loop every trained method uses: optimizer, accumulation, clipping, cancel, checkpoints, resume.
 
-Built on accelerate (device placement, mixed precision on GPUs, gradient accumulation; the same code
-runs under `accelerate launch`). Randomness is drawn from a generator seeded by (seed, step, micro-step),
+Built on accelerate (device placement, mixed precision on GPUs, gradient accumulation). Under
+`accelerate launch` / torchrun with several processes it is data parallel: each process draws its own
+micro-batches and the trained tensors' gradients are averaged before every optimizer step (only the main
+process writes checkpoints). Randomness is drawn from a generator seeded by (seed, step, micro-step),
 so a resumed run draws exactly what an uninterrupted run would: resume is bitwise on CPU.
 
 Teacher predictions without a second model: `Originals` keeps copies of only the trained tensors and
@@ -158,18 +160,23 @@ def _train_loop(params, plist, loss_fn, settings, ctx, accelerator, run_dir, res
     try:
         if preview is not None and start == 0:
             yield from _under(accelerator.autocast, preview(0))
+        world, rank = accelerator.num_processes, accelerator.process_index
         while step < settings.steps:
             scalars: dict[str, float] = {}
             for micro in range(settings.grad_accum):
                 ctx.check_cancelled()
+                # each process draws its own micro-batches: with W processes a step averages W x grad_accum
+                # draws, the same ones one process draws with W x grad_accum accumulation
                 with accelerator.autocast():
-                    loss, sc = loss_fn(step, step_generator(settings.seed, step, micro))
+                    loss, sc = loss_fn(step, step_generator(settings.seed, step, micro * world + rank))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"the loss became {loss.item()} at step {step}; lower the learning "
                                              f"rate or enable gradient clipping")
                 accelerator.backward(loss / settings.grad_accum)
                 for k, v in sc.items():
                     scalars[k] = scalars.get(k, 0.0) + float(v) / settings.grad_accum
+            if world > 1:
+                _average_gradients(plist, accelerator)
             if settings.grad_clip is not None:
                 scalars["grad_norm"] = float(accelerator.clip_grad_norm_(plist, settings.grad_clip))
             optimizer.step()
@@ -194,6 +201,17 @@ def _train_loop(params, plist, loss_fn, settings, ctx, accelerator, run_dir, res
         save_checkpoint(run_dir, step, params, optimizer, extra)
     stats = {**stats, "steps": float(step), "train_seconds": time.perf_counter() - t0}
     return stats
+
+
+def _average_gradients(plist: list[torch.nn.Parameter], accelerator) -> None:
+    """Data parallel over `accelerate launch`/torchrun processes: every process steps with the mean gradient.
+
+    The trained tensors are a method's chosen subset, not a module, so they are all-reduced here rather than
+    through a DDP-wrapped model; a tensor that got no gradient in one process counts as zero in the mean.
+    """
+    for p in plist:
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        p.grad = accelerator.reduce(g, reduction="mean")
 
 
 def _under(context, job: Generator[Event, None, None]) -> Generator[Event, None, None]:

@@ -260,8 +260,14 @@ def unlearn_job(spec: JobSpec, ctx: JobContext, run_dir: str | Path, resume: boo
     if resume:
         _check_resume(run_dir, spec)
     spec = spec.model_copy(update={"model": spec.model.model_copy(update={"sha256": s.sha256})})
+    from .devices import process_rank
+
+    # Under torchrun / `accelerate launch` every process trains (data parallel, engine.training); only the first
+    # samples the grids, scores and writes the run.
+    rank, _, world = process_rank()
+    main = rank == 0
     run_dir.mkdir(parents=True, exist_ok=True)
-    outputs = {"job": str(atomic_write_text(run_dir / "job.json", spec.to_json() + "\n"))}
+    outputs = {"job": str(atomic_write_text(run_dir / "job.json", spec.to_json() + "\n"))} if main else {}
 
     inputs = yield from resolve_inputs(bundle, spec, ctx, generate=int(getattr(config, "generate", 0) or 0))
     forget_rows = concept_rows(spec)
@@ -271,9 +277,10 @@ def unlearn_job(spec: JobSpec, ctx: JobContext, run_dir: str | Path, resume: boo
     preview_rows = (forget_rows[:1] or [SampleRow()]) + [r for r in inputs.retain if r not in forget_rows][:1]
     preview = sampling.model_copy(update={"rows": preview_rows, "seeds": sampling.seeds[:PREVIEW_SEEDS]})
 
-    plan, scorer = _eval_plan(bundle, spec, samples)
-    before = yield from cached_grid(bundle, sampling, ctx, "sample_before")
-    yield GridReady("before", before)
+    plan, scorer = _eval_plan(bundle, spec, samples) if main else (None, None)
+    before = (yield from cached_grid(bundle, sampling, ctx, "sample_before")) if main else None
+    if before is not None:
+        yield GridReady("before", before)
     eval_spec = eval_before = None
     if plan is not None:
         eval_spec = plan.sampling_spec(steps=s.default_steps, batch_size=256)
@@ -286,6 +293,13 @@ def unlearn_job(spec: JobSpec, ctx: JobContext, run_dir: str | Path, resume: boo
         t_train = time.perf_counter()
         stats = yield from method.run(run, config)
         train_seconds = time.perf_counter() - t_train
+        if not main:
+            session.finish(str(run_dir))
+            yield Log("info", f"process {rank} of {world}: training done; process 0 writes {run_dir}")
+            scores = {k: float(v) for k, v in (stats or {}).items()}
+            outcome = RunOutcome(run_dir=str(run_dir), method=spec.method, scores=scores,
+                                 steps=int(scores.get("steps", 0)), seconds=round(time.perf_counter() - t0, 2))
+            return JobResult("finished", value=outcome, metrics=scores)
         from .sampling import sample_grid
 
         after = yield from staged(sample_grid(bundle, sampling, ctx), "sample_after")
