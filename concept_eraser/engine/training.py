@@ -14,6 +14,7 @@ autograd graph never sees swapped weights.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,6 +69,32 @@ class Originals:
         finally:
             for n, p in self.params.items():
                 p.data = current[n]
+
+
+# Float32 master values of half-precision parameters after training (see train): the saved model adds the
+# float32 edit to the user's tensors (unlearn_job.in_stored_dtype) instead of the edit rounded to bf16, whose
+# spacing (2^-8 relative) swallows edits of fine-tuning size. Keyed by id (tensors compare elementwise) with a
+# weak reference, so an entry dies with its parameter.
+_MASTERS: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
+
+
+def keep_master(p: torch.nn.Parameter, value: torch.Tensor) -> None:
+    """Remember `value` (float32) as the exact trained value of half-precision parameter `p`."""
+    if p.dtype in (torch.float16, torch.bfloat16) and value.shape == p.shape:
+        key = id(p)
+        _MASTERS[key] = (weakref.ref(p, lambda _r, key=key: _MASTERS.pop(key, None)), value.detach().float())
+
+
+def master_value(p: torch.nn.Parameter) -> torch.Tensor | None:
+    """p's float32 master value, when p still holds it rounded (else it was changed since, e.g. restored)."""
+    ref, m = _MASTERS.get(id(p), (None, None))
+    if ref is None or ref() is not p or m.shape != p.shape or not torch.equal(m.to(p.device, p.dtype), p.data):
+        return None
+    return m
+
+
+def forget_masters() -> None:
+    _MASTERS.clear()
 
 
 def make_optimizer(params: list[torch.nn.Parameter], s: TrainSettings) -> torch.optim.Optimizer:
@@ -127,13 +154,16 @@ def train(params: dict[str, torch.nn.Parameter], loss_fn: LossFn, settings: Trai
     accelerator = _accelerator(mixed, next(iter(params.values())).device)
     plist = list(params.values())
     for n in half:
-        params[n].data = params[n].data.float()
+        m = master_value(params[n])  # a later train() on the same tensors continues from the exact values
+        params[n].data = m.clone() if m is not None else params[n].data.float()
     try:
         return (yield from _train_loop(params, plist, loss_fn, settings, ctx, accelerator, run_dir, resume, extra,
                                        preview))
     finally:
         for n, dtype in half.items():
-            params[n].data = params[n].data.to(dtype)
+            master = params[n].data
+            params[n].data = master.to(dtype)
+            keep_master(params[n], master)
 
 
 def _train_loop(params, plist, loss_fn, settings, ctx, accelerator, run_dir, resume, extra, preview):

@@ -125,7 +125,8 @@ def in_stored_dtype(bundle: ModelBundle, source: ModelSource | None) -> ModelBun
     """The edited model in the dtype its source files store, when it was loaded in another (bf16 on a GPU).
 
     Tensors the run did not change are the stored ones bit for bit; a changed one is the stored tensor plus
-    the edit (edited − loaded original). Saved as loaded instead, every tensor would differ from the user's
+    the edit (edited − loaded original), with the float32 value training kept for it (training.master_value)
+    rather than the half-precision one, which rounds edits smaller than ~1/256 of a weight away. Saved as loaded instead, every tensor would differ from the user's
     model by rounding: a delta export would hold the whole model and a LoRA the rounding noise.
     """
     import torch
@@ -141,18 +142,26 @@ def in_stored_dtype(bundle: ModelBundle, source: ModelSource | None) -> ModelBun
         merged = load_model(source, device="cpu", dtype=stored)
     except UserError:
         return bundle  # the source is gone or changed: save what is loaded
+    from .training import master_value
+
     mine = bundle.components()
     with torch.no_grad():
         for name, module in merged.components().items():
             edited = mine[name].state_dict() if name in mine else {}
+            masters = {k: m for k, p in mine[name].named_parameters()
+                       if (m := master_value(p)) is not None} if name in mine else {}
             for k, orig in module.state_dict().items():
                 e = edited.get(k)
                 if e is None or e.shape != orig.shape or not orig.is_floating_point():
                     continue
                 e = e.detach().to("cpu")
-                loaded = orig.to(e.dtype)
-                if not torch.equal(e, loaded):
-                    orig.copy_((orig.float() + (e.float() - loaded.float())).to(orig.dtype))
+                loaded = orig.to(e.dtype)  # what the run started from
+                exact = masters.get(k)  # the trained float32 value, where training kept one
+                if exact is None and torch.equal(e, loaded):
+                    continue
+                edit = (exact.to("cpu") if exact is not None else e.float()) - loaded.float()
+                if edit.any():
+                    orig.copy_((orig.float() + edit).to(orig.dtype))
     merged.meta = copy.deepcopy(bundle.meta)
     return merged
 

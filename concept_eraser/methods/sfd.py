@@ -86,7 +86,7 @@ from pydantic import Field
 from concept_eraser.engine.bundle import ModelBundle
 from concept_eraser.engine.denoise import Cond, CondItem, alphas_cumprod, predict, target, to_x0, x_shape
 from concept_eraser.engine.one_step import ONE_STEP, default_sigma, generate
-from concept_eraser.engine.training import load_checkpoint, save_checkpoint, step_generator
+from concept_eraser.engine.training import keep_master, load_checkpoint, save_checkpoint, step_generator
 from concept_eraser.spec.events import Event, Log, Progress, StageStarted
 from concept_eraser.spec.registry import MethodConfig, MethodInfo, Needs
 from concept_eraser.spec.runloop import JobCancelled, JobContext, UserError
@@ -518,6 +518,8 @@ class SFD(Method):
         # The result is the one-step generator: its EMA weights replace the UNet's, the meta says "one step".
         with torch.no_grad():
             bundle.unet.load_state_dict(tr.ema)
+        for n, p in bundle.unet.named_parameters():  # half-precision models: the saved model uses the float32 EMA
+            keep_master(p, tr.ema[n])
         bundle.meta = {**(bundle.meta or {}), ONE_STEP: tr.one_step_meta(), "default_steps": 1}
         return stats
 
