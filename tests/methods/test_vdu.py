@@ -69,7 +69,7 @@ def test_config_defaults_and_smoke():
     assert c.precision == "fisher" and c.hinge is not None and c.stop_ratio is not None
     assert c.gamma is None and c.lr is None and c.t_range is None and c.group is None  # per model kind
     assert c.steps is None and c.forget_generated is None and c.preserve_target == "teacher"
-    assert c.counter is None and c.ascent_tokens is None and c.image_condition is None  # the SD recipe decides
+    assert c.counter is None and c.ascent_tokens == "all" and c.image_condition is None  # the SD recipe decides
     assert VDUConfig.smoke().steps <= 2
     ok = VDU().parse_config({"precision": "checkpoints", "checkpoints": ["a", "b"]})
     assert ok.checkpoints == ("a", "b")
@@ -273,7 +273,7 @@ def test_sd_smoke_with_concept_prompt(tmp_path):
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed and all(".attn2.to_k." in k or ".attn2.to_v." in k for k in changed)  # the recipe trains kv
     logs = " | ".join(e.message for e in events if hasattr(e, "message"))
-    assert "from-concept" in logs and "t in [200, 600)" in logs and "counter-examples: 2 images" in logs
+    assert "tokens: all" in logs and "t in [200, 600)" in logs and "counter-examples: 2 images" in logs
     assert "captioned by the original model" in logs and "function-space stabiliser" in logs
 
 
