@@ -1,9 +1,10 @@
 """Unlearning quality of the registered methods on the demo tasks: erasure, retention, time, peak memory.
 
     .venv/bin/python bench/unlearn_quality.py [--methods esd-x esd-full] [--tasks digits-3 shapes-striped]
-                                              [--samples 100] [--set key=value ...] [--out runs/bench]
+                                              [--samples 100] [--set key=value ...] [--seed 0] [--out runs/bench]
 Each (method, task) runs in its own process (so its peak RSS is its own) through the unlearn job with the
-method's default settings, and the judged scores of the demo models (metrics.judged). Prints a table.
+method's default settings (or --set overrides) at training (job) seed --seed, and the judged scores of the
+demo models (metrics.judged). Prints a table.
 Tasks: digits-3 (forget class 3 by label), digits-images (forget by example images of 3, unconditional
 PUL; methods that take images), shapes-striped, shapes-triangle (esd-x-style concept erasure by text; a
 method that needs example images, VDU, also gets 32 procedurally drawn images of the concept, other
@@ -63,7 +64,7 @@ def _shape_images(folder: Path, word: str, n: int = 32, seed: int = 123) -> str:
     return str(folder)
 
 
-def run_one(method: str, task: str, samples: int, sets: list[str], out: Path) -> dict:
+def run_one(method: str, task: str, samples: int, sets: list[str], out: Path, seed: int = 0) -> dict:
     import resource
 
     import torch
@@ -77,7 +78,8 @@ def run_one(method: str, task: str, samples: int, sets: list[str], out: Path) ->
     from concept_eraser.cli import parse_sets
 
     cfg = parse_sets(sets)
-    data = {"model": {"path": t["model"]}, "method": method, "method_config": cfg, "concepts": t.get("concepts", [])}
+    data = {"model": {"path": t["model"]}, "method": method, "method_config": cfg, "concepts": t.get("concepts", []),
+            "seed": seed}
     if "images" in t:
         data["forget_images"] = [{"path": _digit_images(out / "forget_images", t["images"])}]
     elif t["model"] == "shapes" and get_method(method).info.needs.forget_images:
@@ -147,12 +149,13 @@ def main() -> None:
     p.add_argument("--tasks", nargs="+", choices=list(TASKS))
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--set", action="append", default=[])
+    p.add_argument("--seed", type=int, default=0, help="training (job) seed; the judged grid seeds stay fixed")
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--one", nargs=2, metavar=("METHOD", "TASK"), help=argparse.SUPPRESS)
     args = p.parse_args()
     out = Path(args.out)
     if args.one:
-        print("RESULT " + json.dumps(run_one(*args.one, args.samples, args.set, out)))
+        print("RESULT " + json.dumps(run_one(*args.one, args.samples, args.set, out, args.seed)))
         return
     from concept_eraser.engine.catalog import demo_models
     from concept_eraser.methods import METHOD_CLASSES
@@ -169,7 +172,8 @@ def main() -> None:
         for task in args.tasks or list(TASKS):
             if not fits(cls, task) or TASKS[task]["model"] not in ready:
                 continue
-            r = run_child([__file__, "--one", cls.info.key, task, "--samples", str(args.samples), "--out", str(out)]
+            r = run_child([__file__, "--one", cls.info.key, task, "--samples", str(args.samples), "--out", str(out),
+                           "--seed", str(args.seed)]
                           + [f"--set={s}" for s in args.set], method=cls.info.key, task=task)
             rows.append(r)
             print(fmt(r) if rows[1:] else header + "\n" + fmt(r), flush=True)

@@ -75,8 +75,14 @@ def cmd_erase(args) -> int:
     spec, grid_seeds = erase_spec(args)
     if grid_seeds is not None:
         spec = _with_grid_seeds(spec, grid_seeds)
+    from concept_eraser.engine.devices import process_rank
+
     ctx = JobContext(cancel=CancelToken(), device=spec.device.device)
-    result = drive(unlearn_job(spec, ctx, args.out, resume=args.resume, samples=args.samples), ctx.cancel)
+    first = process_rank()[0] == 0  # under torchrun / accelerate launch the other processes only train
+    result = drive(unlearn_job(spec, ctx, args.out, resume=args.resume, samples=args.samples), ctx.cancel,
+                   quiet=not first)
+    if not first:
+        return exit_code(result)
     if result.ok:
         outcome = result.value
         print(f"{outcome.method} finished in {outcome.seconds:.0f} s; wrote {outcome.run_dir}")

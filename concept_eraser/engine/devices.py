@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from concept_eraser.spec.runloop import UserError
@@ -9,7 +11,16 @@ from concept_eraser.spec.runloop import UserError
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def process_rank() -> tuple[int, int, int]:
+    """(rank, local rank, world size) under torchrun / `accelerate launch`; (0, 0, 1) in a plain process."""
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1))
+
+
 def resolve_device(name: str = "auto") -> torch.device:
+    _, local, world = process_rank()
+    if world > 1 and name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", local)  # one GPU per process
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -32,6 +32,9 @@ class Snapshot:
         return cls(states, copy.deepcopy(bundle.meta or {}))
 
     def restore(self, bundle: ModelBundle) -> None:
+        from .training import forget_masters
+
+        forget_masters()  # the trained float32 values no longer describe the model
         bundle.meta = copy.deepcopy(self.meta)
         mods = bundle.components()
         with torch.no_grad():

@@ -1,7 +1,9 @@
 """The training loop every trained method uses: optimizer, accumulation, clipping, cancel, checkpoints, resume.
 
-Built on accelerate (device placement, mixed precision on GPUs, gradient accumulation; the same code
-runs under `accelerate launch`). Randomness is drawn from a generator seeded by (seed, step, micro-step),
+Built on accelerate (device placement, mixed precision on GPUs, gradient accumulation). Under
+`accelerate launch` / torchrun with several processes it is data parallel: each process draws its own
+micro-batches and the trained tensors' gradients are averaged before every optimizer step (only the main
+process writes checkpoints). Randomness is drawn from a generator seeded by (seed, step, micro-step),
 so a resumed run draws exactly what an uninterrupted run would: resume is bitwise on CPU.
 
 Teacher predictions without a second model: `Originals` keeps copies of only the trained tensors and
@@ -12,6 +14,7 @@ autograd graph never sees swapped weights.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +69,32 @@ class Originals:
         finally:
             for n, p in self.params.items():
                 p.data = current[n]
+
+
+# Float32 master values of half-precision parameters after training (see train): the saved model adds the
+# float32 edit to the user's tensors (unlearn_job.in_stored_dtype) instead of the edit rounded to bf16, whose
+# spacing (2^-8 relative) swallows edits of fine-tuning size. Keyed by id (tensors compare elementwise) with a
+# weak reference, so an entry dies with its parameter.
+_MASTERS: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
+
+
+def keep_master(p: torch.nn.Parameter, value: torch.Tensor) -> None:
+    """Remember `value` (float32) as the exact trained value of half-precision parameter `p`."""
+    if p.dtype in (torch.float16, torch.bfloat16) and value.shape == p.shape:
+        key = id(p)
+        _MASTERS[key] = (weakref.ref(p, lambda _r, key=key: _MASTERS.pop(key, None)), value.detach().float())
+
+
+def master_value(p: torch.nn.Parameter) -> torch.Tensor | None:
+    """p's float32 master value, when p still holds it rounded (else it was changed since, e.g. restored)."""
+    ref, m = _MASTERS.get(id(p), (None, None))
+    if ref is None or ref() is not p or m.shape != p.shape or not torch.equal(m.to(p.device, p.dtype), p.data):
+        return None
+    return m
+
+
+def forget_masters() -> None:
+    _MASTERS.clear()
 
 
 def make_optimizer(params: list[torch.nn.Parameter], s: TrainSettings) -> torch.optim.Optimizer:
@@ -125,13 +154,16 @@ def train(params: dict[str, torch.nn.Parameter], loss_fn: LossFn, settings: Trai
     accelerator = _accelerator(mixed, next(iter(params.values())).device)
     plist = list(params.values())
     for n in half:
-        params[n].data = params[n].data.float()
+        m = master_value(params[n])  # a later train() on the same tensors continues from the exact values
+        params[n].data = m.clone() if m is not None else params[n].data.float()
     try:
         return (yield from _train_loop(params, plist, loss_fn, settings, ctx, accelerator, run_dir, resume, extra,
                                        preview))
     finally:
         for n, dtype in half.items():
-            params[n].data = params[n].data.to(dtype)
+            master = params[n].data
+            params[n].data = master.to(dtype)
+            keep_master(params[n], master)
 
 
 def _train_loop(params, plist, loss_fn, settings, ctx, accelerator, run_dir, resume, extra, preview):
@@ -158,18 +190,23 @@ def _train_loop(params, plist, loss_fn, settings, ctx, accelerator, run_dir, res
     try:
         if preview is not None and start == 0:
             yield from _under(accelerator.autocast, preview(0))
+        world, rank = accelerator.num_processes, accelerator.process_index
         while step < settings.steps:
             scalars: dict[str, float] = {}
             for micro in range(settings.grad_accum):
                 ctx.check_cancelled()
+                # each process draws its own micro-batches: with W processes a step averages W x grad_accum
+                # draws, the same ones one process draws with W x grad_accum accumulation
                 with accelerator.autocast():
-                    loss, sc = loss_fn(step, step_generator(settings.seed, step, micro))
+                    loss, sc = loss_fn(step, step_generator(settings.seed, step, micro * world + rank))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"the loss became {loss.item()} at step {step}; lower the learning "
                                              f"rate or enable gradient clipping")
                 accelerator.backward(loss / settings.grad_accum)
                 for k, v in sc.items():
                     scalars[k] = scalars.get(k, 0.0) + float(v) / settings.grad_accum
+            if world > 1:
+                _average_gradients(plist, accelerator)
             if settings.grad_clip is not None:
                 scalars["grad_norm"] = float(accelerator.clip_grad_norm_(plist, settings.grad_clip))
             optimizer.step()
@@ -194,6 +231,17 @@ def _train_loop(params, plist, loss_fn, settings, ctx, accelerator, run_dir, res
         save_checkpoint(run_dir, step, params, optimizer, extra)
     stats = {**stats, "steps": float(step), "train_seconds": time.perf_counter() - t0}
     return stats
+
+
+def _average_gradients(plist: list[torch.nn.Parameter], accelerator) -> None:
+    """Data parallel over `accelerate launch`/torchrun processes: every process steps with the mean gradient.
+
+    The trained tensors are a method's chosen subset, not a module, so they are all-reduced here rather than
+    through a DDP-wrapped model; a tensor that got no gradient in one process counts as zero in the mean.
+    """
+    for p in plist:
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        p.grad = accelerator.reduce(g, reduction="mean")
 
 
 def _under(context, job: Generator[Event, None, None]) -> Generator[Event, None, None]:

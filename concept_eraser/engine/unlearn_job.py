@@ -125,7 +125,8 @@ def in_stored_dtype(bundle: ModelBundle, source: ModelSource | None) -> ModelBun
     """The edited model in the dtype its source files store, when it was loaded in another (bf16 on a GPU).
 
     Tensors the run did not change are the stored ones bit for bit; a changed one is the stored tensor plus
-    the edit (edited − loaded original). Saved as loaded instead, every tensor would differ from the user's
+    the edit (edited − loaded original), with the float32 value training kept for it (training.master_value)
+    rather than the half-precision one, which rounds edits smaller than ~1/256 of a weight away. Saved as loaded instead, every tensor would differ from the user's
     model by rounding: a delta export would hold the whole model and a LoRA the rounding noise.
     """
     import torch
@@ -141,18 +142,26 @@ def in_stored_dtype(bundle: ModelBundle, source: ModelSource | None) -> ModelBun
         merged = load_model(source, device="cpu", dtype=stored)
     except UserError:
         return bundle  # the source is gone or changed: save what is loaded
+    from .training import master_value
+
     mine = bundle.components()
     with torch.no_grad():
         for name, module in merged.components().items():
             edited = mine[name].state_dict() if name in mine else {}
+            masters = {k: m for k, p in mine[name].named_parameters()
+                       if (m := master_value(p)) is not None} if name in mine else {}
             for k, orig in module.state_dict().items():
                 e = edited.get(k)
                 if e is None or e.shape != orig.shape or not orig.is_floating_point():
                     continue
                 e = e.detach().to("cpu")
-                loaded = orig.to(e.dtype)
-                if not torch.equal(e, loaded):
-                    orig.copy_((orig.float() + (e.float() - loaded.float())).to(orig.dtype))
+                loaded = orig.to(e.dtype)  # what the run started from
+                exact = masters.get(k)  # the trained float32 value, where training kept one
+                if exact is None and torch.equal(e, loaded):
+                    continue
+                edit = (exact.to("cpu") if exact is not None else e.float()) - loaded.float()
+                if edit.any():
+                    orig.copy_((orig.float() + edit).to(orig.dtype))
     merged.meta = copy.deepcopy(bundle.meta)
     return merged
 
@@ -260,8 +269,14 @@ def unlearn_job(spec: JobSpec, ctx: JobContext, run_dir: str | Path, resume: boo
     if resume:
         _check_resume(run_dir, spec)
     spec = spec.model_copy(update={"model": spec.model.model_copy(update={"sha256": s.sha256})})
+    from .devices import process_rank
+
+    # Under torchrun / `accelerate launch` every process trains (data parallel, engine.training); only the first
+    # samples the grids, scores and writes the run.
+    rank, _, world = process_rank()
+    main = rank == 0
     run_dir.mkdir(parents=True, exist_ok=True)
-    outputs = {"job": str(atomic_write_text(run_dir / "job.json", spec.to_json() + "\n"))}
+    outputs = {"job": str(atomic_write_text(run_dir / "job.json", spec.to_json() + "\n"))} if main else {}
 
     inputs = yield from resolve_inputs(bundle, spec, ctx, generate=int(getattr(config, "generate", 0) or 0))
     forget_rows = concept_rows(spec)
@@ -271,9 +286,10 @@ def unlearn_job(spec: JobSpec, ctx: JobContext, run_dir: str | Path, resume: boo
     preview_rows = (forget_rows[:1] or [SampleRow()]) + [r for r in inputs.retain if r not in forget_rows][:1]
     preview = sampling.model_copy(update={"rows": preview_rows, "seeds": sampling.seeds[:PREVIEW_SEEDS]})
 
-    plan, scorer = _eval_plan(bundle, spec, samples)
-    before = yield from cached_grid(bundle, sampling, ctx, "sample_before")
-    yield GridReady("before", before)
+    plan, scorer = _eval_plan(bundle, spec, samples) if main else (None, None)
+    before = (yield from cached_grid(bundle, sampling, ctx, "sample_before")) if main else None
+    if before is not None:
+        yield GridReady("before", before)
     eval_spec = eval_before = None
     if plan is not None:
         eval_spec = plan.sampling_spec(steps=s.default_steps, batch_size=256)
@@ -286,6 +302,13 @@ def unlearn_job(spec: JobSpec, ctx: JobContext, run_dir: str | Path, resume: boo
         t_train = time.perf_counter()
         stats = yield from method.run(run, config)
         train_seconds = time.perf_counter() - t_train
+        if not main:
+            session.finish(str(run_dir))
+            yield Log("info", f"process {rank} of {world}: training done; process 0 writes {run_dir}")
+            scores = {k: float(v) for k, v in (stats or {}).items()}
+            outcome = RunOutcome(run_dir=str(run_dir), method=spec.method, scores=scores,
+                                 steps=int(scores.get("steps", 0)), seconds=round(time.perf_counter() - t0, 2))
+            return JobResult("finished", value=outcome, metrics=scores)
         from .sampling import sample_grid
 
         after = yield from staged(sample_grid(bundle, sampling, ctx), "sample_after")

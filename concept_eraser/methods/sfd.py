@@ -86,7 +86,7 @@ from pydantic import Field
 from concept_eraser.engine.bundle import ModelBundle
 from concept_eraser.engine.denoise import Cond, CondItem, alphas_cumprod, predict, target, to_x0, x_shape
 from concept_eraser.engine.one_step import ONE_STEP, default_sigma, generate
-from concept_eraser.engine.training import load_checkpoint, save_checkpoint, step_generator
+from concept_eraser.engine.training import keep_master, load_checkpoint, save_checkpoint, step_generator
 from concept_eraser.spec.events import Event, Log, Progress, StageStarted
 from concept_eraser.spec.registry import MethodConfig, MethodInfo, Needs
 from concept_eraser.spec.runloop import JobCancelled, JobContext, UserError
@@ -160,6 +160,9 @@ class SFDTrainer:
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=s.lr_g, betas=(0.0, 0.999), eps=1e-8)
         self.opt_f = torch.optim.Adam(self.fake.parameters(), lr=s.lr_f, betas=(0.0, 0.999), eps=1e-8)
         self.ema = {k: v.detach().clone() for k, v in self.gen.state_dict().items()}
+        # fp16 (GPUs without bf16) has 5 exponent bits: small gradients underflow in the half backward without
+        # loss scaling; the shared loop gets this from accelerate, this loop scales itself (off for bf16/float32)
+        self.scaler = torch.amp.GradScaler(bundle.device.type, enabled=bundle.dtype == torch.float16)
         self.sigma_init = default_sigma(bundle, s.t_init)
         self.step_done = 0
         self.a = alphas_cumprod(bundle)
@@ -246,11 +249,12 @@ class SFDTrainer:
         return loss, x_g
 
     def _step_opt(self, opt, module) -> None:
+        self.scaler.unscale_(opt)  # before the clip: clip_value is in true gradient units (no-op unless fp16)
         for p in module.parameters():
             if p.grad is not None:
                 torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
         torch.nn.utils.clip_grad_value_(module.parameters(), self.s.clip_value)
-        opt.step()
+        self.scaler.step(opt)  # skips the step when the scaled backward overflowed (fp16)
         opt.zero_grad(set_to_none=True)
 
     # --- one iteration ----------------------------------------------------------------------
@@ -272,7 +276,7 @@ class SFDTrainer:
             loss_f_forget = self.fake_loss(labels, z, eps, t)
             total_f = total_f + s.kappa_sg * loss_f_forget
         if torch.isfinite(total_f):
-            total_f.backward()
+            self.scaler.scale(total_f).backward()
             self._step_opt(self.opt_f, self.fake)
         self.opt_f.zero_grad(set_to_none=True)
         # generator step
@@ -285,9 +289,11 @@ class SFDTrainer:
             loss_g_forget, _ = self.gen_loss(labels, z, eps, t, teacher_labels=over)
             total_g = total_g + s.kappa_g * loss_g_forget
         if torch.isfinite(total_g):
-            total_g.backward()
+            self.scaler.scale(total_g).backward()
             self._step_opt(self.opt_g, self.gen)
         self.opt_g.zero_grad(set_to_none=True)
+        if torch.isfinite(total_f) or torch.isfinite(total_g):
+            self.scaler.update()  # (needs a step's inf check)
         self.fake.requires_grad_(True)
         decay = min(s.ema_decay, (1 + k) / (10 + k))
         with torch.no_grad():
@@ -310,7 +316,8 @@ class SFDTrainer:
 
     def save(self, run_dir: Path, extra: dict | None = None) -> None:
         save_checkpoint(run_dir, self.step_done, self.params(), self.opt_g,
-                        {"fake_optimizer": self.opt_f.state_dict(), "ema": self.ema, **(extra or {})})
+                        {"fake_optimizer": self.opt_f.state_dict(), "ema": self.ema,
+                         "scaler": self.scaler.state_dict(), **(extra or {})})
 
     def load(self, run_dir: Path) -> bool:
         ck = load_checkpoint(run_dir)
@@ -325,6 +332,8 @@ class SFDTrainer:
         self.opt_g.load_state_dict(ck["optimizer"])
         self.opt_f.load_state_dict(ck["fake_optimizer"])
         self.ema = {k: v.clone() for k, v in ck["ema"].items()}
+        if ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
         self.step_done = int(ck["step"])
         return True
 
@@ -518,6 +527,8 @@ class SFD(Method):
         # The result is the one-step generator: its EMA weights replace the UNet's, the meta says "one step".
         with torch.no_grad():
             bundle.unet.load_state_dict(tr.ema)
+        for n, p in bundle.unet.named_parameters():  # half-precision models: the saved model uses the float32 EMA
+            keep_master(p, tr.ema[n])
         bundle.meta = {**(bundle.meta or {}), ONE_STEP: tr.one_step_meta(), "default_steps": 1}
         return stats
 

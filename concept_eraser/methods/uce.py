@@ -439,6 +439,8 @@ class UCE(Method):
             m = edit_matrix(keys, config.erase_scale, config.preserve_scale, config.lamb)
         yield Log("info", f"uce: {len(keys.erase)} erase keys from {len(keys.erase_prompts)} prompts, "
                   f"{keys.n_preserve} preserve keys from {len(preserve)} prompts, guide {guide}")
+        from concept_eraser.engine.training import keep_master
+
         mods = kv_modules(bundle.unet)
         if not mods:
             raise UserError("this UNet has no text cross-attention (attn2.to_k/to_v) to edit")
@@ -453,6 +455,7 @@ class UCE(Method):
                 res_e.append(e)
                 res_p.append(p)
                 mod.weight.copy_(w_new.to(mod.weight.device, mod.weight.dtype))
+                keep_master(mod.weight, w_new.to(mod.weight.device, torch.float32))  # exact edit for the save
                 yield Progress("edit", i + 1, len(mods), {"erase_residual": e, "preserve_residual": p})
         stats = {"layers_edited": float(len(mods)), "erase_keys": float(len(keys.erase)),
                  "preserve_keys": float(keys.n_preserve),

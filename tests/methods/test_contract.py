@@ -145,6 +145,11 @@ def test_method_runs_on_half_precision_model(key, kind, tmp_path, monkeypatch):
     assert stored_dtype(tmp_path / "run" / "model") == torch.float32
     moved = {(n, k) for n in base for k in base[n] if not torch.equal(base[n][k], saved[n][k])}
     assert moved and {n for n, _ in moved} <= changed
+    # moved: tensors whose bf16 value changed, or that training kept a float32 value for (an edit below bf16's
+    # spacing still reaches the saved model)
+    from concept_eraser.engine.training import master_value
+
+    kept = {(n, k) for n in changed for k, p in getattr(bundle, n).named_parameters() if master_value(p) is not None}
     edited = {(n, k) for n in changed for k in original[n]
               if not torch.equal(original[n][k], getattr(bundle, n).state_dict()[k])}
-    assert moved <= edited
+    assert moved <= edited | kept

@@ -198,3 +198,25 @@ def test_half_precision_model_trains_float32_copies_and_keeps_small_updates():
         moved += int((w1.detach().to(torch.bfloat16) != w0)[mask].sum())
     assert big > 500 and moved / big > 0.05, f"{moved} of {big}"
     assert all(p.dtype == torch.bfloat16 for p in b.unet.parameters())  # the teacher stays as loaded
+
+
+def test_fp16_model_scales_the_loss_and_checkpoints_the_scale(tmp_path):
+    # GPUs without bf16 load fp16, where small gradients underflow without loss scaling (the shared loop gets it
+    # from accelerate). The scale must be used, adapt, and survive a checkpoint so that a resume matches.
+    b = _bundle()
+    b.unet.to(torch.float16)
+    b.dtype = torch.float16
+    settings = SFDSettings(steps=3, batch=4, forget_batch=4, t_init=700, t_min=80, t_max=950, lr_g=1e-4, lr_f=1e-4)
+    tr = _trainer(b, s=settings)
+    assert tr.scaler.is_enabled()
+    start = {n: p.detach().clone() for n, p in tr.gen.named_parameters()}
+    for _ in range(3):
+        sc = tr.step()
+    assert all(np.isfinite(v) for v in sc.values())
+    assert any(not torch.equal(p.detach(), start[n]) for n, p in tr.gen.named_parameters())
+    scale = tr.scaler.get_scale()
+    assert scale > 0
+    tr.save(tmp_path)
+    again = _trainer(b, s=settings)
+    assert again.load(tmp_path) and again.scaler.get_scale() == scale
+    assert not _trainer(_bundle(), s=settings).scaler.is_enabled()  # float32: no scaling

@@ -69,6 +69,7 @@ def test_config_defaults_and_smoke():
     assert c.precision == "fisher" and c.hinge is not None and c.stop_ratio is not None
     assert c.gamma is None and c.lr is None and c.t_range is None and c.group is None  # per model kind
     assert c.steps is None and c.forget_generated is None and c.preserve_target == "teacher"
+    assert c.counter is None and c.ascent_tokens == "all" and c.image_condition is None  # the SD recipe decides
     assert VDUConfig.smoke().steps <= 2
     ok = VDU().parse_config({"precision": "checkpoints", "checkpoints": ["a", "b"]})
     assert ok.checkpoints == ("a", "b")
@@ -264,11 +265,44 @@ def test_sd_smoke_with_concept_prompt(tmp_path):
     imgs = np.stack([draw(ShapeAttrs(2, i % 4, 1), rng) for i in range(4)])
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
     before = _state(b)
-    stats = run_blocking(VDU().run(_run(b, x, tmp_path, concepts=[Concept(text="striped")]), VDUConfig.smoke()))
+    events = []
+    stats = run_blocking(VDU().run(_run(b, x, tmp_path, concepts=[Concept(text="striped")]), VDUConfig.smoke()),
+                         events.append)
     assert stats["steps"] >= 1
     after = _state(b)
     changed = [k for k in before if not torch.equal(before[k], after[k])]
-    assert changed and all(".attn2." in k for k in changed)
+    assert changed and all(".attn2.to_k." in k or ".attn2.to_v." in k for k in changed)  # the recipe trains kv
+    logs = " | ".join(e.message for e in events if hasattr(e, "message"))
+    assert "tokens: all" in logs and "t in [200, 600)" in logs and "counter-examples: 2 images" in logs
+    assert "captioned by the original model" in logs and "function-space stabiliser" in logs
+
+
+def test_counter_examples_pair_forget_prompts_with_sibling_images(tmp_path):
+    from concept_eraser.methods.vdu import _sibling_values, counter_images
+
+    b = load_model("shapes")
+    assert _sibling_values(b, "striped") == ["solid", "outlined"] and _sibling_values(b, "red") == ["green", "blue",
+                                                                                                    "yellow"]
+    spec = JobSpec(model=ModelSource(path="shapes"), concepts=[Concept(text="triangle")], method="vdu")
+    run = UnlearnRun(b, spec, JobContext(), tmp_path, ForgetInputs([Concept(text="triangle")], None, []))
+    cfg = VDUConfig.smoke().model_copy(update={"counter_samples": 3, "fisher_steps": 2})
+    x0, items = run_blocking(counter_images(run, cfg, 0))
+    assert x0.shape[0] == 3 and all("triangle" in i for i in items)
+
+
+def test_fit_captions_picks_the_prompt_that_explains_the_image():
+    from concept_eraser.demo.shapes_data import COLOURS, SHAPES, TEXTURES, ShapeAttrs, draw
+    from concept_eraser.engine import denoise as dn
+    from concept_eraser.methods.vdu import fit_captions, forget_prompts
+
+    b = load_model("shapes")
+    rng = np.random.default_rng(0)
+    attrs = [ShapeAttrs(SHAPES.index(s), COLOURS.index(c), TEXTURES.index("striped"))
+             for s, c in (("circle", "red"), ("square", "blue"), ("star", "yellow"))]
+    imgs = np.stack([draw(a, rng) for a in attrs])
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+    got = fit_captions(b, dn.images_to_x0(b, x), forget_prompts(b, [Concept(text="striped")]), seed=0)
+    assert got == ["a red striped circle", "a blue striped square", "a yellow striped star"]
 
 
 def test_class_items_per_image(tmp_path, threes):
@@ -297,3 +331,48 @@ def test_sd_without_images_generates_them_from_prompts_naming_the_concept(tmp_pa
     stats = run_blocking(VDU().run(run, cfg), events.append)
     assert stats["steps"] >= 1
     assert any(isinstance(e, Log) and "2 forget images generated" in e.message for e in events)
+
+
+def test_token_mask_passes_gradient_only_through_concept_tokens():
+    from concept_eraser.engine import denoise as dn
+    from concept_eraser.methods.vdu import _concept_words, _token_gradient, concept_token_mask
+
+    b = load_model("shapes")
+    items = ["a red striped circle", "a blue stripy square", None]
+    words = _concept_words(b, [Concept(text="striped")])
+    mask = concept_token_mask(b, items, words)
+    assert mask.sum(1).tolist() == [1, 1, 0]  # the word and its synonym, one token each; ∅ has none
+    after = concept_token_mask(b, items, words, after=True)
+    assert (after[:, :3] == mask[:, :3]).all() and after[0, 3:].all() and not after[2].any()
+    cond = dn.encode(b, items)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(len(items), *dn.x_shape(b), generator=g)
+    t = torch.full((len(items),), 600)
+    k = next(m for n, m in b.unet.named_modules() if n.endswith("attn2.to_k"))
+    k.weight.requires_grad_(True)
+    seen = {}
+
+    def grad_of(m):
+        k.weight.grad = None
+        # record to_k's input and the gradient reaching its output (after the mask hook, which runs first)
+        def record(mod, inp, o):
+            seen["inp"] = inp[0]
+            o.register_hook(lambda gr: seen.update(g=gr))
+
+        h = k.register_forward_hook(record)
+        with _token_gradient(b.unet, m):
+            out = dn.predict(b, x, t, cond)
+        h.remove()
+        out.pow(2).sum().backward()
+        return out.detach(), k.weight.grad.clone()
+
+    out_all, g_all = grad_of(None)
+    out_m, g_m = grad_of(mask)
+    assert torch.equal(out_all, out_m)  # same forward values
+    # the weight gradient is the sum over the concept positions only
+    sel = mask[..., None].float()
+    expected = torch.einsum("bld,ble->de", seen["g"] * sel, seen["inp"] * sel)
+    assert torch.allclose(g_m, expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(g_m, g_all, atol=1e-5, rtol=1e-4)
+    _, g_none = grad_of(torch.zeros_like(mask))
+    assert float(g_none.abs().max()) == 0.0
