@@ -63,10 +63,11 @@ Reconstruction points (not fixed by the paper; our choices):
   * batching: `batch` forget states and `retain_batch` retain states per step (paper: 1 and 5); one δ per
     forget prompt, each attacked on its own states (the paper's batch of 1 has one δ);
   * "fast" AT = one signed-gradient step of size `fast_step` from the current δ;
-  * `adv_fraction` 0.75 (default; 0.5 before adv6): after warm-up 6 of each step's 8 forget rows carry the
-    adversarial prompt, the rest the plain one. The paper trains on adversarial prompts only; on the demo the
-    plain prompts (the ones users type, and the judged ones) then stayed partly un-erased (striped UA 84-85% at
-    20 judged samples with adversarial-only rows vs 92.5% with half; stripped reference, all layers);
+  * `adv_fraction` 1 (default, the paper's: every forget row carries the adversarial prompt after warm-up; 0.5
+    before). With the stripped reference and all layers trained, adversarial-only rows had left the plain
+    prompts (the ones users type, and the judged ones) partly un-erased (striped UA 84-85% at 20 judged samples
+    vs 92.5% with half); with the MLP-only edit and the sibling term the plain prompts are erased either way
+    (UA 100% at every seed below), and all-adversarial rows resist the attack best;
   * defaults adapted to the tiny demo (64-d, 3-layer CLIP; 150 k values in all layers, 99 k in the MLPs): lr 1e-3 (paper 1e-5 on SD's
     123 M encoder), 100 iterations with 20 warm-up (paper 1000 / 200), 8 forget + 3 retain states per step,
     1 adversarial token (the reference code's default), 40 attack steps at lr 0.01 (paper 30 at 1e-3; the demo's token
@@ -92,7 +93,7 @@ Reconstruction points (not fixed by the paper; our choices):
     but UA 95.2%, CRA 0.88; sibling mean, batch 4: 1 / 2 of 48, 0 without the attack, IRA 97.2 / 88.5%, CRA 0.99;
     sibling mean, batch 8 (kept): 0 / 1 of 48, IRA 97.9 / 82.4%, CRA 1.00 / 0.98, training about 1.3x as long.
     On red (seed 0) it gives 7 of 48 (previous default: 4 of 48; esd-x 37 of 48) at the same IRA (56.8%);
-  * sibling term and MLP-only edit (adv6; red at training seed 1, where the adv5 defaults missed: 23 of 48
+  * sibling term and MLP-only edit (red at training seed 1, where the previous defaults missed: 23 of 48
     against esd-x's 23 of 48). With all layers trained and no sibling term the red edit leaked into the other
     colours (red IRA 49-57% in every run: at seed 1 "yellow" drew red and "blue" green, at seed 0 yellow drew
     green). `sibling_weight` (γ_s) = 1 holds the siblings at the forget states themselves, where the leak
@@ -103,34 +104,40 @@ Reconstruction points (not fixed by the paper; our choices):
     position; the prefix reaches the concept's positions only through the frozen attention) with γ_s = 1: 7 of 48,
     IRA 100%, CRA 1.00; the MLPs without the term: 15 of 48, IRA 39.2%. But at seed 0 MLPs + γ_s = 1 gave 19 of 48
     (esd-x 37: one attack over half); with 150 steps 17 of 48; with 6 of 8 forget rows adversarial
-    (`adv_fraction` 0.75, kept) 9 of 48 at seed 0 and 6 of 48 at seed 1. Screens at 30 judged samples (the trained
-    model and the 48 attacks do not depend on that: the same hits at 30 and 100), the kept setting re-measured at
-    100;
+    (`adv_fraction` 0.75) 9 of 48 at seed 0 and 6 of 48 at seed 1, but at seed 2 11 of 48 (esd-x 16: more than
+    half) and striped 1 of 48 (esd-x 0). Every forget row adversarial (`adv_fraction` 1, kept; the paper's):
+    red 4 / 10 / 1 of 48 at seeds 0 / 1 / 2, striped 0 of 48 at all three. Screens at 30 judged samples (the
+    trained model and the 48 attacks do not depend on that: the same hits at 30 and 100), the kept setting
+    measured at 100;
 
 Measured (bench/advunlearn.py --samples 100 --attempts 12, both methods at their defaults, training seed 0,
 judged seeds 1000-1099; the attack: metrics.attack.attack_sd, k = 3 tokens, 40 Adam steps at lr 0.01, 12 seeds
 x the 4 judged forget prompts = 48 attacks per case, so ASR moves in steps of 2.08 pt (attack seeds 8-11 of each
-prompt were held out of tuning until the last round, which chose the defaults on all 48, at training seeds 0 and 1); SSIM
+prompt were held out of tuning until an earlier round; the current defaults were chosen on all 48 at training seeds
+0-2, so these figures are not held out); SSIM
 distance on the judged retain rows at 8 seeds, LPIPS unavailable on this machine; times on a shared 2-core CPU
 (advunlearn at load ~2, esd-x at ~3), job CPU seconds are load-independent):
 
 | concept | method | UA | ASR (attack) | ASR (no attack) | IRA | CRA (rel.) | SSIM dist. retain | train s | job s | job CPU s | attack s |
 |---|---|---|---|---|---|---|---|---|---|---|---|
-| striped | advunlearn | 2.8→100.0% | 0.0% | 0.0% | 97.9→97.9% | 99.4→99.2% (1.00) | 0.151 | 117 | 197 | 201 | 26 |
-| striped | esd-x | 2.8→100.0% | 6.2% | 0.0% | 97.9→98.1% | 99.4→99.3% (1.00) | 0.100 | 47 | 169 | 117 | 36 |
-| red | advunlearn | 0.0→100.0% | 14.6% | 0.0% | 100.0→56.8% | 96.2→96.6% (1.00) | 0.222 | 119 | 212 | 207 | 26 |
-| red | esd-x | 0.0→97.0% | 77.1% | 0.0% | 100.0→87.6% | 96.2→97.2% (1.01) | 0.142 | 35 | 138 | 131 | 41 |
+| striped | advunlearn | 2.8→100.0% | 0.0% | 0.0% | 97.9→97.1% | 99.4→99.4% (1.00) | 0.065 | 141 | 230 | 235 | 24 |
+| striped | esd-x | 2.8→100.0% | 6.2% | 0.0% | 97.9→98.1% | 99.4→99.3% (1.00) | 0.100 | 32 | 111 | 116 | 25 |
+| red | advunlearn | 0.0→100.0% | 8.3% | 0.0% | 100.0→85.5% | 96.2→96.5% (1.00) | 0.101 | 175 | 257 | 233 | 26 |
+| red | esd-x | 0.0→97.0% | 77.1% | 0.0% | 100.0→87.6% | 96.2→97.2% (1.01) | 0.142 | 32 | 147 | 123 | 26 |
 
 Both concepts meet the issue's targets (UA ≥ 90%, ASR at most half of esd-x's, CRA ≥ 0.85 of the original):
-striped 0 of 48 attacks (esd-x 3 of 48), red 7 of 48 (esd-x 37 of 48). Other training seeds (both methods,
-same judged and attack seeds), striped: seed 1 advunlearn UA 99.8%, ASR 2.1% (1 of 48), IRA 82.4%, CRA 0.98
-against esd-x UA 100%, ASR 4.2% (2 of 48): met, at exactly half; seed 2 advunlearn UA 100%, ASR 0.0%, IRA
-97.2%, CRA 0.98 against esd-x 0.0%. Red is not robust: at seed 1 advunlearn UA 100%, ASR 47.9% (23 of 48),
-IRA 49.2% against esd-x UA 89.8%, ASR 47.9%: missed; it missed with every reference tried there (the previous default, siblings,
-batch 4: 54.2%, IRA 33.8%; sibling mean, batch 4: 33.3%, IRA 49.5%, CRA 0.96).
-Costs: striped IRA depends on the training seed (97.9% at seed 0, 82.4% at seed 1); red's other colours are
-judged correctly 56.8% (62.5% with the stripped reference; already low in every red run: the encoder's red
-direction leaks into its neighbours; 8 retain states per step instead of 3 did not change it, 30-sample run).
+striped 0 of 48 attacks (esd-x 3 of 48), red 4 of 48 (esd-x 37 of 48). Other training seeds (both methods,
+same judged and attack seeds), all met:
+
+| concept | seed | advunlearn UA / ASR / IRA / CRA (rel.) | esd-x UA / ASR |
+|---|---|---|---|
+| striped | 1 | 100% / 0.0% (0 of 48) / 95.4% / 1.00 | 100% / 4.2% (2 of 48) |
+| striped | 2 | 100% / 0.0% (0 of 48) / 97.4% / 1.00 | 100% / 0.0% (0 of 48) |
+| red | 1 | 100% / 20.8% (10 of 48) / 77.2% / 1.00 | 89.8% / 47.9% (23 of 48) |
+| red | 2 | 100% / 2.1% (1 of 48) / 79.9% / 1.00 | 96.2% / 33.3% (16 of 48) |
+
+Costs: red's other colours are judged correctly 77-86% (the original: 100%; the previous defaults: 49-57%); training
+takes 4-5x esd-x's (40 attack steps per iteration).
 
 The result is a plug-and-play text encoder: `save_text_encoder` writes it alone (safetensors +
 config + the job in the metadata) and `apply_text_encoder` loads it into another pipeline of the
@@ -193,9 +200,8 @@ class AdvUnlearnConfig(MethodConfig):
     adv_tokens: int = Field(1, ge=1, le=16, description="Adversarial soft tokens prepended to the concept (the "
                             "paper: 1).")
     adv_fraction: float = Field(
-        0.75, gt=0.0, le=1.0, description="Share of each step's forget rows that get the adversarial prompt after "
-        "warm-up; the rest keep the plain prompt (1 = the paper: adversarial prompts only; 0.75 = our default: "
-        "the plain prompts are the ones users type).")
+        1.0, gt=0.0, le=1.0, description="Share of each step's forget rows that get the adversarial prompt after "
+        "warm-up; the rest keep the plain prompt (1 = the paper's and our default: adversarial prompts only).")
     fast: bool = Field(False, description="Fast AT: one signed-gradient attack step instead of attack_steps "
                        "Adam steps (cheaper, less robust).")
     fast_step: float = Field(0.03, gt=0, le=10.0, description="Step size of the fast attack's signed step.",

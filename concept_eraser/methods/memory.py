@@ -25,7 +25,7 @@ MiB of resident memory:
 | saddle | shapes | 869 | 1029 | +160 |
 | vdu | digits | 872 | 1097 | +225 |
 | vdu | shapes | 870 | 949 | +79 |
-| advunlearn | shapes | 869 | 921 | +53 |
+| advunlearn | shapes | 827 | 910 | +82 (measured with the MLP-only default) |
 | sfd | digits | 849 | 1224 | +375 |
 | sfd | shapes | 869 | 1180 | +311 (measured on 95c0ac5, after SFD gained sd) |
 
@@ -92,10 +92,10 @@ MEMORY: dict[str, MemoryEstimate] = {
                   "trained parameters × 5 copies (gradient, Adam's two moments, θ*, the precision) × 2 B "
                   "≈ 0.44 GB; DDPMs train the whole UNet: 5 × its parameters × the dtype's bytes" + _SD_TAIL),
     "advunlearn": MemoryEstimate(
-        **_demo(shapes=(921, 53)), measured=MEASURED,
-        full_size="SD 1.5 on a GPU (fp16): 2.1 GB of weights (one copy; the reference code loads two) + 85 M "
-                  "trained text-encoder parameters × 4 copies (gradient, Adam's two moments, the frozen "
-                  "originals) × 2 B ≈ 0.68 GB, plus activations through the frozen UNet (not estimated); the "
+        **_demo(shapes=(910, 82)), measured=MEASURED,
+        full_size="SD 1.5 on a GPU (fp16): 2.1 GB of weights (one copy; the reference code loads two) + 57 M "
+                  "trained text-encoder parameters (the MLP blocks; 85 M with layers=all) × 4 copies (gradient, "
+                  "Adam's two moments, the frozen originals) × 2 B ≈ 0.45 GB (0.68 GB), plus activations through the frozen UNet (not estimated); the "
                   "CPU keeps a 0.25 GB copy of the text encoder to undo the run. In float32 double every figure."),
     "sfd": MemoryEstimate(
         **_demo(digits=(1224, 375), shapes=(1180, 311)), measured=MEASURED,
