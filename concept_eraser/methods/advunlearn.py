@@ -601,7 +601,7 @@ class AdvUnlearn(Method):
                 tgt = e_0 - config.eta * (e_p - e_0)
                 if sib_w > 0:  # one sibling per state: its reference row and frozen prediction
                     j = torch.randint(0, S, (B,), generator=g)
-                    if S > 1:
+                    if config.anchor == "sibling_mean":  # ("siblings" drew its row above)
                         ai = fi.cpu() * n_sib + j
                     e_sib = e_s[torch.arange(B), j.to(e_s.device)]
             scalars: dict[str, float] = {}

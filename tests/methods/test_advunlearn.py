@@ -223,6 +223,17 @@ def test_sibling_term_keeps_sibling_predictions(tiny, tmp_path):
     assert drift[5.0] < 0.5 * drift[0.0], drift
 
 
+def test_sibling_term_with_a_single_sibling(tiny, tmp_path):
+    """An attribute with two values gives each forget prompt one sibling (one reference row per state under
+    the default sibling-mean reference): the sibling term still applies."""
+    from concept_eraser.demo.shapes_data import vocabulary
+
+    b = load_model(tiny)
+    b.meta = {**(b.meta or {}), "vocabulary": {**vocabulary(), "colours": ["red", "blue"]}}
+    stats = _run(b, tmp_path, steps=2, warmup=1, lr=1e-2)
+    assert stats["sibling"] >= 0 and stats["steps"] == 2
+
+
 def test_cancel_then_resume_gives_identical_text_encoder(tiny, tmp_path):
     """δ (the adversarial tokens, warm-started across iterations) is saved beside the checkpoint, so a cancelled
     and resumed run ends bit-identical to an uninterrupted one."""
