@@ -468,7 +468,7 @@ def apply_text_encoder(pipe_or_bundle: Any, path: str | Path) -> dict[str, str]:
 
 class AdvUnlearn(Method):
     Config: ClassVar[type[MethodConfig]] = AdvUnlearnConfig
-    estimate = "about 2-4 min on a 2-core CPU for the shapes demo"
+    estimate = "about 4 min on a 2-core CPU for the shapes demo (2.5-3 min of training)"
     info = MethodInfo(
         key="advunlearn", title="AdvUnlearn (robust, text encoder)", paper=PAPER,
         summary="Adversarial training of the text encoder with the ESD target: erasure that resists adversarial "
