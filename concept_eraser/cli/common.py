@@ -9,7 +9,16 @@ import signal
 import sys
 import time
 
-from concept_eraser.spec import CancelToken, JobContext, JobResult, Progress, StageStarted, UserError, guarded
+from concept_eraser.spec import (
+    CancelToken,
+    JobContext,
+    JobResult,
+    Progress,
+    StageStarted,
+    UserError,
+    guarded,
+    run_blocking,
+)
 from concept_eraser.spec.events import Log
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
@@ -83,24 +92,20 @@ def drive(job, cancel: CancelToken, quiet: bool = False) -> JobResult:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
 
+    def show(event) -> None:
+        if quiet:
+            return
+        if isinstance(event, Progress):
+            bar.update(event)
+        elif isinstance(event, StageStarted):
+            bar.start(event.stage)
+        elif isinstance(event, Log):
+            bar.finish()
+            print(f"{event.level}: {event.message}", file=sys.stderr)
+
     old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
     try:
-        gen = guarded(job)
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            if quiet:
-                continue
-            if isinstance(event, Progress):
-                bar.update(event)
-            elif isinstance(event, StageStarted):
-                bar.start(event.stage)
-            elif isinstance(event, Log):
-                bar.finish()
-                print(f"{event.level}: {event.message}", file=sys.stderr)
+        result = run_blocking(guarded(job), show)
         bar.finish()
         return result
     finally:
