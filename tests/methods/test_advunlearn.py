@@ -114,19 +114,29 @@ def test_inner_attack_objective_decreases(bundle):
     assert not any(p.grad is not None for p in bundle.text_encoder.parameters()), "the attack must not touch θ's grads"
 
 
-def test_retain_term_keeps_retain_predictions(tiny, tmp_path):
+def _drift(tiny, tmp_path, prompts, runs: dict, vocabulary=None) -> tuple[dict, dict]:
+    """Train a fresh copy of `tiny` per {key: config} and measure how far its predictions for `prompts` (fixed
+    states, t 50) moved from the original's: ({key: mse}, {key: the run's stats})."""
     g = torch.Generator().manual_seed(1)
     orig = load_model(tiny)
-    x = torch.randn(len(RETAIN), *denoise.x_shape(orig), generator=g)
-    t = torch.full((len(RETAIN),), 50)
+    x = torch.randn(len(prompts), *denoise.x_shape(orig), generator=g)
+    t = torch.full((len(prompts),), 50)
     with torch.no_grad():
-        want = denoise.predict(orig, x, t, denoise.encode(orig, RETAIN))
-    drift = {}
-    for gamma in (0.0, 5.0):
+        want = denoise.predict(orig, x, t, denoise.encode(orig, prompts))
+    drift, stats = {}, {}
+    for key, cfg in runs.items():
         b = load_model(tiny)
-        _run(b, tmp_path / str(gamma), steps=12, warmup=12, lr=3e-2, retain_weight=gamma, retain_batch=4)
+        if vocabulary is not None:
+            b.meta = {**(b.meta or {}), "vocabulary": vocabulary}
+        stats[key] = _run(b, tmp_path / str(key), **cfg)
         with torch.no_grad():
-            drift[gamma] = torch.nn.functional.mse_loss(denoise.predict(b, x, t, denoise.encode(b, RETAIN)), want).item()
+            drift[key] = torch.nn.functional.mse_loss(denoise.predict(b, x, t, denoise.encode(b, prompts)), want).item()
+    return drift, stats
+
+
+def test_retain_term_keeps_retain_predictions(tiny, tmp_path):
+    drift, _ = _drift(tiny, tmp_path, RETAIN, {gamma: dict(steps=12, warmup=12, lr=3e-2, retain_weight=gamma,
+                                                            retain_batch=4) for gamma in (0.0, 5.0)})
     assert drift[5.0] < 0.5 * drift[0.0], drift
 
 
@@ -204,22 +214,11 @@ def test_sibling_term_keeps_sibling_predictions(tiny, tmp_path):
     from concept_eraser.demo.shapes_data import vocabulary
 
     sibs = ["a blue solid circle", "a green striped square", "a yellow outlined star"]
-    g = torch.Generator().manual_seed(1)
-    orig = load_model(tiny)
-    x = torch.randn(len(sibs), *denoise.x_shape(orig), generator=g)
-    t = torch.full((len(sibs),), 50)
-    with torch.no_grad():
-        want = denoise.predict(orig, x, t, denoise.encode(orig, sibs))
-    drift = {}
-    for w in (0.0, 5.0):
-        b = load_model(tiny)
-        b.meta = {**(b.meta or {}), "vocabulary": vocabulary()}
-        # all layers: on the tiny random model the MLPs alone barely move the siblings, so little to hold
-        stats = _run(b, tmp_path / str(w), steps=12, warmup=12, lr=3e-2, anchor="sibling_mean", retain_weight=0.0,
-                     sibling_weight=w, layers="all")
-        assert ("sibling" in stats) == (w > 0)
-        with torch.no_grad():
-            drift[w] = torch.nn.functional.mse_loss(denoise.predict(b, x, t, denoise.encode(b, sibs)), want).item()
+    # all layers: on the tiny random model the MLPs alone barely move the siblings, so little to hold
+    drift, stats = _drift(tiny, tmp_path, sibs, {w: dict(steps=12, warmup=12, lr=3e-2, anchor="sibling_mean",
+                                                          retain_weight=0.0, sibling_weight=w, layers="all")
+                                                 for w in (0.0, 5.0)}, vocabulary=vocabulary())
+    assert all(("sibling" in stats[w]) == (w > 0) for w in stats), stats
     assert drift[5.0] < 0.5 * drift[0.0], drift
 
 
