@@ -305,7 +305,9 @@ class VDU(Method):
         if not has_images and n_gen == 0:
             raise UserError("vdu needs example images of what to forget")
         # SD with a vocabulary that names other values of the concept's attribute: the counter-example recipe
-        recipe = sd and any(_sibling_values(bundle, w) for w in _concept_words(bundle, inputs.concepts))
+        from .esd import _siblings
+
+        recipe = sd and any(_siblings(bundle, w) for w in _concept_words(bundle, inputs.concepts))
         counter_w = config.counter if config.counter is not None else (1.0 if recipe else 0.0)
         tokens = config.ascent_tokens
         image_condition = config.image_condition or ("fit" if recipe else "given")
@@ -695,31 +697,17 @@ def generated_forget(run, config: VDUConfig, n: int, seed: int):
     return x0, items
 
 
-def _sibling_values(bundle, word: str) -> list[str]:
-    voc = (getattr(bundle, "meta", None) or {}).get("vocabulary") or {}
-    if not isinstance(voc, dict):
-        return []
-    for head in ("shapes", "colours", "textures"):
-        values = [v for v in voc.get(head) or [] if isinstance(v, str)]
-        if word in values:
-            return [v for v in values if v != word]
-    return []
-
-
 def counter_images(run, config: VDUConfig, seed: int):
     """(x0, items): images the original model generates from the forget prompts with the concept word swapped for
     a sibling value, each paired with the forget prompt it came from."""
-    import re
+    from .esd import _siblings, _swap
 
     bundle = run.bundle
     pairs = []
     for c in run.inputs.concepts:
         w = (c.text or "").strip().lower()
         for p in forget_prompts(bundle, [c]):
-            for sib in _sibling_values(bundle, w):
-                swapped = re.sub(rf"\b{re.escape(w)}\b", sib, p, flags=re.IGNORECASE)
-                if swapped != p:
-                    pairs.append((p, swapped))
+            pairs += [(p, q) for sib in _siblings(bundle, w) if (q := _swap(p, w, sib)) is not None]
     if not pairs:
         raise UserError("counter: the model has no vocabulary with other values of the concept's attribute")
     gen = torch.Generator("cpu").manual_seed(seed * 13 + 3)

@@ -278,11 +278,11 @@ def test_sd_smoke_with_concept_prompt(tmp_path):
 
 
 def test_counter_examples_pair_forget_prompts_with_sibling_images(tmp_path):
-    from concept_eraser.methods.vdu import _sibling_values, counter_images
+    from concept_eraser.methods.esd import _siblings
+    from concept_eraser.methods.vdu import counter_images
 
     b = load_model("shapes")
-    assert _sibling_values(b, "striped") == ["solid", "outlined"] and _sibling_values(b, "red") == ["green", "blue",
-                                                                                                    "yellow"]
+    assert _siblings(b, "striped") == ["solid", "outlined"] and _siblings(b, "red") == ["green", "blue", "yellow"]
     spec = JobSpec(model=ModelSource(path="shapes"), concepts=[Concept(text="triangle")], method="vdu")
     run = UnlearnRun(b, spec, JobContext(), tmp_path, ForgetInputs([Concept(text="triangle")], None, []))
     cfg = VDUConfig.smoke().model_copy(update={"counter_samples": 3, "fisher_steps": 2})
