@@ -20,7 +20,7 @@ from typing import Any
 from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QThread, QTimer, Signal
 
 from concept_eraser.spec.events import JobResult
-from concept_eraser.spec.runloop import CancelToken, guarded, one_line
+from concept_eraser.spec.runloop import CancelToken, guarded, one_line, run_blocking
 
 BATCH_S = 0.03  # longest stretch the GUI thread spends delivering job events before it repaints
 JobLike = Generator[Any, None, Any] | Callable[[], Generator[Any, None, Any]]
@@ -56,14 +56,7 @@ class _JobThread(QThread):
     def run(self) -> None:  # worker thread
         try:
             job = self._job() if callable(self._job) and not hasattr(self._job, "send") else self._job
-            gen = guarded(job)
-            while True:
-                try:
-                    event = next(gen)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                self._put(event)
+            result = run_blocking(guarded(job), self._put)
         except BaseException as exc:  # guarded() lets nothing out; this is for a factory that raised
             result = JobResult("failed", error=one_line(exc), details=traceback.format_exc())
         self._put(_END, result)
