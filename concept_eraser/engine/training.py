@@ -266,4 +266,35 @@ def _accelerator(mixed: str, device: torch.device):
     state = AcceleratorState._shared_state
     if state and (state.get("_mixed_precision") != mixed or getattr(state.get("device"), "type", None) != device.type):
         AcceleratorState._reset_state(reset_partial_state=PartialState().num_processes == 1)
-    return Accelerator(mixed_precision=mixed, cpu=device.type == "cpu")
+    accelerator = Accelerator(mixed_precision=mixed, cpu=device.type == "cpu")
+    if accelerator.num_processes > 1:
+        _close_process_group_at_exit()
+    return accelerator
+
+
+_CLOSER: list = []
+
+
+def _close_process_group_at_exit() -> None:
+    """Close the process group accelerate opened before the interpreter exits. Left to finalisation, gloo's
+    threads can still hold work objects when they are torn down and a finished run aborts ("terminate called
+    without an active exception", exit code -6: 2 of 15 torchrun runs on a loaded CPU; destroy_process_group
+    alone still gave 1 of 7). Dropping accelerate's state and collecting first releases them (0 of 30)."""
+    if _CLOSER:
+        return
+    import atexit
+
+    def close() -> None:
+        import gc
+
+        import torch.distributed as dist
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        gc.collect()
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        gc.collect()
+
+    _CLOSER.append(close)
+    atexit.register(close)
