@@ -1,13 +1,15 @@
 """VDU outcomes on the bundled demo models, judged by their classifiers. Prints tables. Not run in CI.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/vdu_outcomes.py [--only digits|shapes] [--uncond 1000]
-        [--seeds 25] [--config '{"gamma": 1.0}']
+        [--seeds 25] [--config '{"gamma": 1.0}'] [--perturb 0.015]
     VDU_BENCH_DEVICE=cuda loads the models there (default cpu).
 
 digits: forget class 3 from 32 real scikit-learn images of 3, *unconditionally* (∅ = the null class).
   Same noises before/after (seeds 0..N-1, DDIM 30 steps, unguided null class): PUL = 100·(n_before −
   n_after)/n_before for samples judged 3, and every other class's share before/after.
-  Targets: PUL ≥ 90 and every other class's share within 2 points.
+  Targets: PUL ≥ 90 and every other class's share within 2 points. Also prints the before → after class
+  transitions of the same noises. `--perturb 0.015` instead adds Gaussian noise of that relative size (‖δ‖ =
+  r·‖θ‖ per tensor, 3 draws) to the UNet: a control for how many samples any edit of that size flips.
 shapes: forget "striped" and "triangle" (separate runs) from 32 procedural images of the concept (other
   attributes random) with the concept text as their prompt. Prompts "a {colour} {texture} {shape}" over
   all 48 combinations, `--seeds` seeds each (DDIM 25 steps, guidance 3), judged by shapes-judge:
@@ -78,10 +80,46 @@ def digits(n: int, config: dict) -> dict:
              f"PUL {pul:.1f}  (3s: {nb} -> {na})   worst other-class change {worst:.2f} points",
              "class   before   after   change",
              *[f"{c:>5}  {sb[c] * 100:6.1f}%  {sa[c] * 100:6.1f}%  {(sa[c] - sb[c]) * 100:+6.1f}" for c in range(10)],
-             f"the samples that were 3 are now judged: {np.bincount(after[before == 3], minlength=10).tolist()}"]
+             f"the samples that were 3 are now judged: {np.bincount(after[before == 3], minlength=10).tolist()}",
+             "transitions (rows: before class, columns: after class):",
+             *[f"{c:>5} " + " ".join(f"{v:4d}" for v in np.bincount(after[before == c], minlength=10)) for c in range(10)]]
     ok = pul >= 90 and worst <= 2.0
     return {"pul": pul, "n_before": nb, "n_after": na, "before": sb.tolist(), "after": sa.tolist(),
             "worst_other_change": worst, "seconds": seconds, "stats": stats, "ok": ok, "text": "\n".join(lines)}
+
+
+def perturbed(n: int, rel: float, draws: int = 3) -> str:
+    """Class changes of the unconditional digits samples under random weight perturbations of relative size `rel`
+    (the size VDU's relative_drift reports): how much of a trained edit's churn any edit that large would cause."""
+    import numpy as np
+    import torch
+
+    from concept_eraser.demo.digits_judge import load_digits_judge
+    from concept_eraser.engine.loading import load_model
+    from concept_eraser.engine.sampling import sample_grid
+    from concept_eraser.spec import JobContext, SampleRow, SamplingSpec, run_blocking
+
+    bundle = load_model("digits", device=DEVICE)
+    judge = load_digits_judge()
+    spec = SamplingSpec(rows=[SampleRow()], seeds=list(range(n)), steps=30, scheduler="ddim", batch_size=500)
+
+    def judged():
+        return judge.predict(run_blocking(sample_grid(bundle, spec, JobContext())).images[0])
+
+    before = judged()
+    theta = {k: p.detach().clone() for k, p in bundle.unet.named_parameters()}
+    lines = [f"digits, unconditional, {n} samples: random UNet perturbations, ‖δ‖ = {rel}·‖θ‖ per tensor"]
+    for s in range(draws):
+        gen = torch.Generator().manual_seed(s)
+        with torch.no_grad():
+            for k, p in bundle.unet.named_parameters():
+                d = torch.randn(p.shape, generator=gen)
+                p.copy_(theta[k] + d.to(p) * (rel * theta[k].norm() / d.norm()))
+        after = judged()
+        change = (np.bincount(after, minlength=10) - np.bincount(before, minlength=10)) * 100 / n
+        lines.append(f"draw {s}: {(after != before).sum()} of {n} samples change class; worst class change "
+                     f"{np.abs(change).max():.1f} points; per class {' '.join(f'{c:+.1f}' for c in change)}")
+    return "\n".join(lines)
 
 
 def shapes(seeds: int, config: dict, concepts=("striped", "triangle")) -> dict:
@@ -159,12 +197,16 @@ def main() -> None:
     ap.add_argument("--config", default="{}", help="VDU config overrides (JSON); default settings otherwise")
     ap.add_argument("--concepts", default="striped,triangle")
     ap.add_argument("--json", help="also write the numbers here")
+    ap.add_argument("--perturb", type=float, help="digits only: random-perturbation control of this relative size")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     config = json.loads(args.config)
     result = {"config": config}
+    if args.perturb is not None:
+        print(perturbed(args.uncond, args.perturb), flush=True)
+        return
     if args.only in (None, "digits"):
         result["digits"] = digits(args.uncond, config)
         print(result["digits"]["text"], flush=True)
