@@ -49,10 +49,9 @@ def _vdu_run(bundle, images, concepts, run_dir: Path, config: dict, seed: int = 
     return stats, time.perf_counter() - t0
 
 
-def digits(n: int, config: dict) -> dict:
-    import numpy as np
-
-    from concept_eraser.demo.digits_data import load_digits_tensor
+def _digits_judged(n: int):
+    """(bundle, judged): the digits model and a function giving the judge's class of its n unconditional samples
+    (seeds 0..n-1, DDIM 30 steps, unguided null class) with the bundle's current weights."""
     from concept_eraser.demo.digits_judge import load_digits_judge
     from concept_eraser.engine.loading import load_model
     from concept_eraser.engine.sampling import sample_grid
@@ -60,13 +59,22 @@ def digits(n: int, config: dict) -> dict:
 
     bundle = load_model("digits", device=DEVICE)
     judge = load_digits_judge()
-    x, y = load_digits_tensor()
-    images = x[y == 3][:32] * 2 - 1
     spec = SamplingSpec(rows=[SampleRow()], seeds=list(range(n)), steps=30, scheduler="ddim", batch_size=500)
 
     def judged():
         return judge.predict(run_blocking(sample_grid(bundle, spec, JobContext())).images[0])
 
+    return bundle, judged
+
+
+def digits(n: int, config: dict) -> dict:
+    import numpy as np
+
+    from concept_eraser.demo.digits_data import load_digits_tensor
+
+    bundle, judged = _digits_judged(n)
+    x, y = load_digits_tensor()
+    images = x[y == 3][:32] * 2 - 1
     before = judged()
     with tempfile.TemporaryDirectory() as d:
         stats, seconds = _vdu_run(bundle, images, [], Path(d), config)
@@ -94,18 +102,7 @@ def perturbed(n: int, rel: float, draws: int = 3) -> str:
     import numpy as np
     import torch
 
-    from concept_eraser.demo.digits_judge import load_digits_judge
-    from concept_eraser.engine.loading import load_model
-    from concept_eraser.engine.sampling import sample_grid
-    from concept_eraser.spec import JobContext, SampleRow, SamplingSpec, run_blocking
-
-    bundle = load_model("digits", device=DEVICE)
-    judge = load_digits_judge()
-    spec = SamplingSpec(rows=[SampleRow()], seeds=list(range(n)), steps=30, scheduler="ddim", batch_size=500)
-
-    def judged():
-        return judge.predict(run_blocking(sample_grid(bundle, spec, JobContext())).images[0])
-
+    bundle, judged = _digits_judged(n)
     before = judged()
     theta = {k: p.detach().clone() for k, p in bundle.unet.named_parameters()}
     lines = [f"digits, unconditional, {n} samples: random UNet perturbations, ‖δ‖ = {rel}·‖θ‖ per tensor"]
