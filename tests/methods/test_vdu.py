@@ -210,6 +210,37 @@ FAST = {"steps": 40, "batch_size": 8, "gamma": 3e-3, "lr": 1e-4, "t_range": (0, 
         "fisher_samples": 16, "fisher_draws": 1, "fisher_steps": 10, "preserve": 1.0, "preserve_samples": 64}
 
 
+def _logs(events) -> str:
+    return " | ".join(e.message for e in events if hasattr(e, "message"))
+
+
+def test_linear_a_is_the_default_only_under_null(tmp_path, threes):
+    events = []
+    run_blocking(VDU().run(_run(load_model("digits"), threes[:4], tmp_path / "u"), VDUConfig.smoke()), events.append)
+    logs = _logs(events)
+    assert "A linear" in logs and "t in [250, 1000)" in logs and "weight 4.0" in logs
+    events = []
+    run_blocking(VDU().run(_run(load_model("digits"), threes[:4], tmp_path / "c", items=[3] * 4), VDUConfig.smoke()),
+                 events.append)
+    logs = _logs(events)
+    assert "A hinge" in logs and "t in [500, 1000)" in logs and "weight 10.0" in logs
+
+
+def test_linear_a_takes_the_ascents_first_step(tmp_path, threes):
+    # at θ = θ* the two forms have the same gradient (the dropped −‖f − f*‖² is flat there): equal first steps
+    base = {"steps": 1, "batch_size": 4, "gamma": 0.0, "preserve": 0.0, "stop_ratio": None, "precision": "uniform",
+            "fisher_samples": 2, "fisher_steps": 2, "fisher_draws": 1, "t_range": (500, 1000)}
+    moved = {}
+    for form in ("hinge", "linear"):
+        b = load_model("digits")
+        before = _state(b)
+        run_blocking(VDU().run(_run(b, threes[:8], tmp_path / form), VDU().parse_config({**base, "ascent": form})))
+        moved[form] = {k: v - before[k] for k, v in _state(b).items()}
+    assert any(float(d.abs().max()) > 0 for d in moved["linear"].values())
+    for k, d in moved["hinge"].items():
+        torch.testing.assert_close(moved["linear"][k], d, rtol=1e-3, atol=1e-7)
+
+
 # ---------------------------------------------------------------- resume and cancel
 
 
