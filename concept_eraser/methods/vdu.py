@@ -336,7 +336,7 @@ class VDU(Method):
         edits=("unet",),
     )
     Config = VDUConfig
-    estimate = "about 5 min on a loaded 2-core CPU for the digits demo"
+    estimate = "about 4 min of training, 7 min for the whole job, on a loaded 2-core CPU for the digits demo"
 
     def check(self, summary, spec, config) -> None:
         if not spec.forget_images and _n_generated(summary.kind, spec.concepts, config, False) > 0:
