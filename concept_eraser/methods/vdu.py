@@ -375,10 +375,11 @@ class VDU(Method):
         tokens = config.ascent_tokens
         image_condition = config.image_condition or ("fit" if recipe else "given")
         group = config.group or (("kv" if recipe else "cross-attn") if sd else "full")
+        # the forget images' conditioning when they carry none of their own (∅ without a concept)
+        default = inputs.forget_items[0] if inputs.forget_items else None
         # unconditional forgetting on a DDPM (the images carry no label): the linear form of A (docstring)
-        default_item = inputs.forget_items[0] if inputs.forget_items else None
         uncond = not sd and all(i is None for i in (inputs.image_items if inputs.image_items is not None
-                                                    else [default_item]))
+                                                    else [default]))
         linear = (config.ascent or ("linear" if uncond else "hinge")) == "linear"
         gamma = config.gamma if config.gamma is not None else (0.03 if sd or linear else 0.3)
         lr = config.lr if config.lr is not None else (3e-3 if sd else 1e-4)
@@ -397,7 +398,6 @@ class VDU(Method):
                           f"gradient through tokens: {tokens}")
 
         # Forget data in the UNet's space and its conditioning (∅ when the images carry no item).
-        default = inputs.forget_items[0] if inputs.forget_items else None
         x0 = dn.images_to_x0(bundle, inputs.images) if inputs.images is not None else None
         items = [] if x0 is None else (list(inputs.image_items) if inputs.image_items is not None
                                        else [default] * len(x0))
@@ -453,7 +453,8 @@ class VDU(Method):
                 out = dn.predict(bundle, dn.add_noise(bundle, xb, noise, t), t, _take(cond_c, idx))
             return _per_sample(out, dn.target(bundle, xb, noise, t)).mean()
 
-        def forget_loss(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        def forget_loss(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """(the model's output, the original's output, the target) on a batch of forget draws."""
             idx = torch.randint(0, len(x0), (config.batch_size,), generator=gen)
             xb = x0[idx.to(x0.device)]
             noise = dn.noise_like(tuple(xb.shape), gen, bundle)

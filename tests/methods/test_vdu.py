@@ -303,7 +303,7 @@ def test_sd_smoke_with_concept_prompt(tmp_path):
     after = _state(b)
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed and all(".attn2.to_k." in k or ".attn2.to_v." in k for k in changed)  # the recipe trains kv
-    logs = " | ".join(e.message for e in events if hasattr(e, "message"))
+    logs = _logs(events)
     assert "tokens: all" in logs and "t in [200, 600)" in logs and "counter-examples: 2 images" in logs
     assert "captioned by the original model" in logs and "function-space stabiliser" in logs
 
