@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 
-def run_child(args: list[str], **on_error) -> dict:
-    """`python <args>` with one thread; the JSON after "RESULT ", else `on_error` plus stderr's last line."""
+def run_child(args: list[str], threads: int = 1, **on_error) -> dict:
+    """`python <args>` with `threads` threads; the JSON after "RESULT ", else `on_error` plus stderr's last line."""
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line:
         return json.loads(line[len("RESULT "):])

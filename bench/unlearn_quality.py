@@ -1,7 +1,8 @@
 """Unlearning quality of the registered methods on the demo tasks: erasure, retention, time, peak memory.
 
     .venv/bin/python bench/unlearn_quality.py [--methods esd-x esd-full] [--tasks digits-3 shapes-striped]
-                                              [--samples 100] [--set key=value ...] [--seed 0] [--out runs/bench]
+                                              [--samples 100] [--set key=value ...] [--seed 0] [--threads 1]
+                                              [--out runs/bench]
 Each (method, task) runs in its own process (so its peak RSS is its own) through the unlearn job with the
 method's default settings (or --set overrides) at training (job) seed --seed, and the judged scores of the
 demo models (metrics.judged). Prints a table.
@@ -10,7 +11,8 @@ PUL; methods that take images), shapes-striped, shapes-triangle (esd-x-style con
 method that needs example images, VDU, also gets 32 procedurally drawn images of the concept, other
 attributes random, with the concept text as their prompt). digits-images reports PUL on the unconditional
 row and the largest change in any other class's share of the unconditional samples.
-Not run in CI.
+--threads: torch threads per job (default 1, so runs on a loaded machine compare; the CLI uses torch's default,
+every core: give 2 on this 2-core machine for the time a user's run takes). Not run in CI.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def _shape_images(folder: Path, word: str, n: int = 32, seed: int = 123) -> str:
     return str(folder)
 
 
-def run_one(method: str, task: str, samples: int, sets: list[str], out: Path, seed: int = 0) -> dict:
+def run_one(method: str, task: str, samples: int, sets: list[str], out: Path, seed: int = 0,
+            threads: int = 1) -> dict:
     import resource
 
     import torch
@@ -73,7 +76,7 @@ def run_one(method: str, task: str, samples: int, sets: list[str], out: Path, se
     from concept_eraser.methods import get_method
     from concept_eraser.spec import JobContext, guarded, parse_job, run_blocking
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     t = TASKS[task]
     from concept_eraser.cli import parse_sets
 
@@ -150,19 +153,21 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--seed", type=int, default=0, help="training (job) seed; the judged grid seeds stay fixed")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per job (the CLI uses every core)")
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--one", nargs=2, metavar=("METHOD", "TASK"), help=argparse.SUPPRESS)
     args = p.parse_args()
     out = Path(args.out)
     if args.one:
-        print("RESULT " + json.dumps(run_one(*args.one, args.samples, args.set, out, args.seed)))
+        print("RESULT " + json.dumps(run_one(*args.one, args.samples, args.set, out, args.seed, args.threads)))
         return
     from concept_eraser.engine.catalog import demo_models
     from concept_eraser.methods import METHOD_CLASSES
 
     ready = {m.name for m in demo_models() if m.available}
     rows = []
-    print(f"judged samples per row: {args.samples}; time = training / whole job wall / whole job CPU (s); peak RSS of the job's process",
+    print(f"judged samples per row: {args.samples}; torch threads per job: {args.threads}; time = training / whole job "
+          f"wall / whole job CPU (s); peak RSS of the job's process",
           file=sys.stderr)
     header = ("| method | task | erasure | retention | SSIM dist. (retain rows) | time (s) | peak RSS (MiB) |\n"
               "|---|---|---|---|---|---|---|")
@@ -173,8 +178,8 @@ def main() -> None:
             if not fits(cls, task) or TASKS[task]["model"] not in ready:
                 continue
             r = run_child([__file__, "--one", cls.info.key, task, "--samples", str(args.samples), "--out", str(out),
-                           "--seed", str(args.seed)]
-                          + [f"--set={s}" for s in args.set], method=cls.info.key, task=task)
+                           "--seed", str(args.seed), "--threads", str(args.threads)]
+                          + [f"--set={s}" for s in args.set], threads=args.threads, method=cls.info.key, task=task)
             rows.append(r)
             print(fmt(r) if rows[1:] else header + "\n" + fmt(r), flush=True)
     (out / "unlearn_quality.json").parent.mkdir(parents=True, exist_ok=True)
