@@ -120,8 +120,9 @@ forms of A and B, the weighting w_t and every hyperparameter below are our desig
   12, was 16 and 13). The target, PUL ≥ 90 with every other class within 2 points, is still missed: a weaker C
   erases more and moves more (w 8 → 5 → 4 → 3: PUL 78 → 84 → 85 → 90.5, worst +2.5 → +2.9 → +2.9 → +3.6). With 100 judged samples
   (bench/unlearn_quality.py): PUL 90.0 (10 → 1 3s), worst class 7 −5.0 points; with both cores (`--threads 2`, as
-  the CLI runs) training 105 s and the whole job 327 s, of which the judged before/after samples take about 100 s
-  each (the before ones are cached per model); one thread, quiet machine: 172 s / 360 s (before samples cached).
+  the CLI runs) training 105-113 s and the whole job 307 s from an empty cache (judged samples 64 per forward; 327 s
+  at 256), of which the judged before/after samples take about 90 s each (the before ones are cached per model, so
+  a second run is about 3.5 min); one thread, quiet machine: 172 s / 360 s (before samples cached).
   Tried after linear A (1000 samples as in the table; not kept): (vi) the stabiliser's pool chosen by a small CNN
   trained on the fly to tell the forget images from the generated ones (4-fold cross-fitted so no image is scored
   by a net that saw it; AUC 0.93 against the judge's 3s, as for the pixel filter), dropping the images it scores
