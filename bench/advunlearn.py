@@ -118,7 +118,7 @@ def _ssim_retain(original, edited, concept: str, seeds: int = 8) -> float:
     from concept_eraser.spec import Concept, JobContext, run_blocking
 
     plan = demo_eval_plan("shapes", [Concept(text=concept)], samples=seeds, seed0=3000)
-    spec = plan.sampling_spec(steps=original.summary.default_steps, batch_size=256)
+    spec = plan.sampling_spec(steps=original.summary.default_steps)
     grids = [run_blocking(sample_grid(b, spec, JobContext(preview_every=0))) for b in (original, edited)]
     return float(ssim_distance(*grids, rows=plan.rows_with("retain_in")).mean)
 

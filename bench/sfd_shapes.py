@@ -39,7 +39,7 @@ def grid_of(bundle, plan, steps=25, seeds=None):
     from concept_eraser.engine.sampling import sample_grid
     from concept_eraser.spec import JobContext, run_blocking
 
-    spec = plan.sampling_spec(steps=steps, batch_size=256)
+    spec = plan.sampling_spec(steps=steps)
     if seeds is not None:
         spec = spec.model_copy(update={"seeds": seeds})
     t0 = time.perf_counter()

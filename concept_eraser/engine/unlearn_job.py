@@ -292,9 +292,7 @@ def unlearn_job(spec: JobSpec, ctx: JobContext, run_dir: str | Path, resume: boo
         yield GridReady("before", before)
     eval_spec = eval_before = None
     if plan is not None:
-        from concept_eraser.metrics.judged import EVAL_BATCH
-
-        eval_spec = plan.sampling_spec(steps=s.default_steps, batch_size=EVAL_BATCH)
+        eval_spec = plan.sampling_spec(steps=s.default_steps)
         eval_before = yield from cached_grid(bundle, eval_spec, ctx, "sample_before")
 
     session.begin(method.info.edits)

@@ -154,10 +154,10 @@ def evaluate_job(original, edited, spec: JobSpec | None, ctx: JobContext, leaks:
     eval_samples = 0
     if s.name in ("digits", "shapes") and samples > 0:
         from . import METRICS
-        from .judged import EVAL_BATCH, demo_eval_plan, demo_scores
+        from .judged import demo_eval_plan, demo_scores
 
         plan = demo_eval_plan(s.name, list(spec.concepts), samples=samples)
-        espec = plan.sampling_spec(steps=steps, batch_size=EVAL_BATCH)
+        espec = plan.sampling_spec(steps=steps)
         eb = yield from cached_grid(orig, espec, ctx, "sample_before")
         ea = yield from staged(sample_grid(edit, espec, ctx), "sample_after")
         judged = demo_scores(plan, eb, ea)

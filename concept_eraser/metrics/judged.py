@@ -60,6 +60,9 @@ from concept_eraser.spec.runloop import UserError
 Role = Literal["forget", "retain_in", "retain_cross", "unconditional"]
 DEMOS = ("digits", "shapes")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# Cells per forward pass for the judged samples: the demo UNets run faster on CPU at 64 than at 256 (measured:
+# 512 digits samples 37-47 s vs 52-59 s with 2 threads; shapes 9-11 s vs 12 s for 256); pixels do not change.
+EVAL_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -79,16 +82,12 @@ class EvalPlan:
 
     def sampling_spec(self, **settings) -> SamplingSpec:
         """The plan's rows and seeds as a SamplingSpec; `settings` (steps, guidance, scheduler, batch_size ...)
-        are passed through. Use the identical spec for the before and the after grid."""
-        return SamplingSpec(rows=self.rows, seeds=self.seeds, **settings)
+        are passed through, batch_size EVAL_BATCH unless given. Use the identical spec for the before and the after
+        grid."""
+        return SamplingSpec(rows=self.rows, seeds=self.seeds, **{"batch_size": EVAL_BATCH, **settings})
 
 
 # ---------------------------------------------------------------- plans
-
-# Cells per forward pass for the judged samples: the demo UNets run faster on CPU at 64 than at 256 (measured:
-# 512 digits samples 37-47 s vs 52-59 s with 2 threads; shapes 9-11 s vs 12 s for 256); pixels do not change.
-EVAL_BATCH = 64
-
 
 def demo_eval_plan(demo: str, concepts: list[Concept], samples: int = 100, seed0: int = 1000) -> EvalPlan:
     """Rows, seeds and row roles for judging an erasure of `concepts` on a bundled demo model."""
