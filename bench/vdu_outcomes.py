@@ -1,7 +1,7 @@
 """VDU outcomes on the bundled demo models, judged by their classifiers. Prints tables. Not run in CI.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/vdu_outcomes.py [--only digits|shapes] [--uncond 1000]
-        [--seeds 25] [--config '{"gamma": 1.0}'] [--perturb 0.015]
+        [--seeds 25] [--config '{"gamma": 1.0}'] [--perturb 0.015] [--judge-guided 0.1,0.5 [--guided-tmin 400]]
     VDU_BENCH_DEVICE=cuda loads the models there (default cpu).
 
 digits: forget class 3 from 32 real scikit-learn images of 3, *unconditionally* (∅ = the null class).
@@ -10,6 +10,9 @@ digits: forget class 3 from 32 real scikit-learn images of 3, *unconditionally* 
   Targets: PUL ≥ 90 and every other class's share within 2 points. Also prints the before → after class
   transitions of the same noises. `--perturb 0.015` instead adds Gaussian noise of that relative size (‖δ‖ =
   r·‖θ‖ per tensor, 3 draws) to the UNet: a control for how many samples any edit of that size flips.
+  `--judge-guided S` is a ceiling, not a method: the original model's null class sampled with the same noises,
+  each DDIM step's x̂0 moved by S·∇ log(1 − P_judge(3 | x̂0)) (from t ≥ `--guided-tmin`), so the sampler knows
+  exactly what the judge calls 3. It shows where a minimal erasure sends the former 3s under this measurement.
 shapes: forget "striped" and "triangle" (separate runs) from 32 procedural images of the concept (other
   attributes random) with the concept text as their prompt. Prompts "a {colour} {texture} {shape}" over
   all 48 combinations, `--seeds` seeds each (DDIM 25 steps, guidance 3), judged by shapes-judge:
@@ -119,6 +122,64 @@ def perturbed(n: int, rel: float, draws: int = 3) -> str:
     return "\n".join(lines)
 
 
+def judge_guided(n: int, scales: list[float], t_min: int = 0) -> str:
+    """Diagnostic ceiling (not a method, never in the product): null-class DDIM samples of the *original* model
+    steered away from what the judge itself calls 3. Each step's x̂0 (clipped) moves by S·∇ log(1 − P_judge(3 | x̂0))
+    and ε is re-derived from it, so only trajectories the judge sees heading for a 3 are pushed; the same noises as
+    `digits` (seeds 0..n-1, DDIM 30 steps). Prints PUL, every other class's share change, the other samples whose
+    class changed, and where the former 3s went."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from concept_eraser.demo.digits_judge import load_digits_judge
+    from concept_eraser.engine.sampling import make_scheduler, to_uint8
+
+    bundle, judged = _digits_judged(n)
+    judge = load_digits_judge()
+    judge_net = judge.model
+    unet, null = bundle.unet, bundle.summary.null_class
+    for p in [*unet.parameters(), *judge_net.parameters()]:
+        p.requires_grad_(False)
+    ac = bundle.scheduler.alphas_cumprod.float().to(bundle.device)
+
+    def sample(seeds: list[int], scale: float) -> np.ndarray:
+        sched = make_scheduler("ddim", bundle.scheduler.config)
+        sched.set_timesteps(30, device=bundle.device)
+        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        x = torch.stack([torch.randn((1, 16, 16), generator=g) for g in gens]).to(bundle.device)
+        x = x * sched.init_noise_sigma
+        labels = torch.full((len(seeds),), null, device=bundle.device)
+        for t in sched.timesteps:
+            with torch.no_grad():
+                eps = unet(sched.scale_model_input(x, t), t, class_labels=labels).sample
+            if int(t) >= t_min:
+                a = ac[int(t)]
+                x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1).requires_grad_(True)
+                q3 = F.softmax(judge_net((x0 + 1) / 2), -1)[:, 3]
+                (g,) = torch.autograd.grad(torch.log1p(-q3.clamp(max=1 - 1e-6)).sum(), x0)
+                eps = (x - a.sqrt() * (x0 + scale * g).clamp(-1, 1).detach()) / (1 - a).sqrt()
+            with torch.no_grad():
+                x = sched.step(eps, t, x).prev_sample
+        return to_uint8(x)
+
+    before = judged()
+    sb, nb = np.bincount(before, minlength=10) * 100 / n, int((before == 3).sum())
+    lines = [f"digits, unconditional, {n} samples, same noises: the original model guided away from the judge's 3 "
+             f"(ceiling, not a method; t >= {t_min})"]
+    for scale in scales:
+        after = np.concatenate([judge.predict(sample(list(range(i, min(n, i + 250))), scale))
+                                for i in range(0, n, 250)])
+        d = np.bincount(after, minlength=10) * 100 / n - sb
+        na = int((after == 3).sum())
+        lines.append(f"S {scale}: PUL {100 * (nb - na) / max(nb, 1):.1f} ({nb} -> {na}); worst other-class change "
+                     f"{max(abs(d[c]) for c in range(10) if c != 3):.1f} points; per class "
+                     f"{' '.join(f'{v:+.1f}' for v in d)}; other samples that changed class "
+                     f"{int(((after != before) & (before != 3)).sum())}; the former 3s are now "
+                     f"{np.bincount(after[before == 3], minlength=10).tolist()}")
+    return "\n".join(lines)
+
+
 def shapes(seeds: int, config: dict, concepts=("striped", "triangle")) -> dict:
     import numpy as np
     import torch
@@ -195,6 +256,8 @@ def main() -> None:
     ap.add_argument("--concepts", default="striped,triangle")
     ap.add_argument("--json", help="also write the numbers here")
     ap.add_argument("--perturb", type=float, help="digits only: random-perturbation control of this relative size")
+    ap.add_argument("--judge-guided", help="digits only: comma-separated guidance scales S of the judge-guided ceiling")
+    ap.add_argument("--guided-tmin", type=int, default=0, help="judge-guided ceiling: guide only at t >= this")
     args = ap.parse_args()
     import torch
 
@@ -203,6 +266,10 @@ def main() -> None:
     result = {"config": config}
     if args.perturb is not None:
         print(perturbed(args.uncond, args.perturb), flush=True)
+        return
+    if args.judge_guided:
+        scales = [float(v) for v in args.judge_guided.split(",")]
+        print(judge_guided(args.uncond, scales, args.guided_tmin), flush=True)
         return
     if args.only in (None, "digits"):
         result["digits"] = digits(args.uncond, config)
