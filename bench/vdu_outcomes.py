@@ -10,7 +10,7 @@ digits: forget class 3 from 32 real scikit-learn images of 3, *unconditionally* 
   Targets: PUL ≥ 90 and every other class's share within 2 points. Also prints the before → after class
   transitions of the same noises. `--perturb 0.015` instead adds Gaussian noise of that relative size (‖δ‖ =
   r·‖θ‖ per tensor, 3 draws) to the UNet: a control for how many samples any edit of that size flips.
-  `--judge-guided S` is a ceiling, not a method: the original model's null class sampled with the same noises,
+  `--judge-guided S` is an oracle reference, not a method: the original model's null class sampled with the same noises,
   each DDIM step's x̂0 moved by S·∇ log(1 − P_judge(3 | x̂0)) (from t ≥ `--guided-tmin`), so the sampler knows
   exactly what the judge calls 3. It shows where a minimal erasure sends the former 3s under this measurement.
 shapes: forget "striped" and "triangle" (separate runs) from 32 procedural images of the concept (other
@@ -25,6 +25,7 @@ shapes: forget "striped" and "triangle" (separate runs) from 32 procedural image
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import tempfile
@@ -123,7 +124,7 @@ def perturbed(n: int, rel: float, draws: int = 3) -> str:
 
 
 def judge_guided(n: int, scales: list[float], t_min: int = 0) -> str:
-    """Diagnostic ceiling (not a method, never in the product): null-class DDIM samples of the *original* model
+    """Diagnostic oracle (not a method, never in the product): null-class DDIM samples of the *original* model
     steered away from what the judge itself calls 3. Each step's x̂0 (clipped) moves by S·∇ log(1 − P_judge(3 | x̂0))
     and ε is re-derived from it, so only trajectories the judge sees heading for a 3 are pushed; the same noises as
     `digits` (seeds 0..n-1, DDIM 30 steps). Prints PUL, every other class's share change, the other samples whose
@@ -137,7 +138,7 @@ def judge_guided(n: int, scales: list[float], t_min: int = 0) -> str:
 
     bundle, judged = _digits_judged(n)
     judge = load_digits_judge()
-    judge_net = judge.model
+    judge_net = copy.deepcopy(judge.model).to(bundle.device)  # judge.predict keeps its CPU copy
     unet, null = bundle.unet, bundle.summary.null_class
     for p in [*unet.parameters(), *judge_net.parameters()]:
         p.requires_grad_(False)
@@ -166,7 +167,7 @@ def judge_guided(n: int, scales: list[float], t_min: int = 0) -> str:
     before = judged()
     sb, nb = np.bincount(before, minlength=10) * 100 / n, int((before == 3).sum())
     lines = [f"digits, unconditional, {n} samples, same noises: the original model guided away from the judge's 3 "
-             f"(ceiling, not a method; t >= {t_min})"]
+             f"(oracle, not a method; t >= {t_min})"]
     for scale in scales:
         after = np.concatenate([judge.predict(sample(list(range(i, min(n, i + 250))), scale))
                                 for i in range(0, n, 250)])
@@ -256,8 +257,8 @@ def main() -> None:
     ap.add_argument("--concepts", default="striped,triangle")
     ap.add_argument("--json", help="also write the numbers here")
     ap.add_argument("--perturb", type=float, help="digits only: random-perturbation control of this relative size")
-    ap.add_argument("--judge-guided", help="digits only: comma-separated guidance scales S of the judge-guided ceiling")
-    ap.add_argument("--guided-tmin", type=int, default=0, help="judge-guided ceiling: guide only at t >= this")
+    ap.add_argument("--judge-guided", help="digits only: comma-separated guidance scales S of the judge-guided oracle")
+    ap.add_argument("--guided-tmin", type=int, default=0, help="judge-guided oracle: guide only at t >= this")
     args = ap.parse_args()
     import torch
 

@@ -145,7 +145,7 @@ forms of A and B, the weighting w_t and every hyperparameter below are our desig
   points with probability 0.90 when 104 of the 116 move (PUL 90) and 0.71 when all do (multinomial simulation);
   the edits above also change the class of 130-170 of the other 884 samples (140 with the defaults), against
   36-76 of all 1000 for random UNet perturbations of the same relative size.
-  A ceiling for the target (`bench/vdu_outcomes.py --judge-guided`, a diagnostic, not a method): the original
+  An oracle reference for the target (`bench/vdu_outcomes.py --judge-guided`, a diagnostic, not a method): the original
   model's ∅ samples, same noises, with each DDIM step's x̂0 pushed along ∇ log(1 − P_judge(3 | x̂0)), so the
   sampler knows exactly what the judge calls 3. At S 0.5 PUL is 100 with only 22 of the 884 other samples
   changing class, yet class 9 gains 3.9 points: 37 of the 116 former 3s become 9s (17 each 1s and 2s), since a
