@@ -76,7 +76,7 @@ def generate(bundle: ModelBundle, unet: torch.nn.Module, z: torch.Tensor, cond: 
 def sample_one_step(bundle: ModelBundle, spec: SamplingSpec, ctx: JobContext) -> Generator[Event, None, Grid]:
     """Same-seed grid of a one-step model (class-conditional or unconditional DDPMs, Stable Diffusion)."""
     from .denoise import encode, x0_to_images
-    from .sampling import _noise, check_rows, to_uint8
+    from .sampling import _noise, cells_per_pass, check_rows, to_uint8
 
     check_rows(bundle, spec.rows)
     s = bundle.summary
@@ -84,7 +84,8 @@ def sample_one_step(bundle: ModelBundle, spec: SamplingSpec, ctx: JobContext) ->
     t_init = int(meta["t_init"])
     sigma = float(meta.get("sigma_init", default_sigma(bundle, t_init)))
     cells = [(r, c) for r in range(len(spec.rows)) for c in range(len(spec.seeds))]
-    batches = [cells[i : i + spec.batch_size] for i in range(0, len(cells), spec.batch_size)]
+    n = cells_per_pass(bundle, spec)
+    batches = [cells[i : i + n] for i in range(0, len(cells), n)]
     h, w = spec.height or s.resolution, spec.width or spec.height or s.resolution
     factor = 2 ** (len(bundle.vae.config.block_out_channels) - 1) if bundle.vae is not None else 1
     out = {}

@@ -19,6 +19,11 @@ from concept_eraser.spec.runloop import JobCancelled, JobContext, UserError
 
 from .bundle import ModelBundle
 
+# Latent elements per forward pass at most: grids on large models run in fewer cells at a time so one pass fits a
+# consumer GPU (SD 1.x at 512 px: 16 cells, SDXL at 1024 px: 4); the demo models keep the spec's batch. Every cell
+# has its own generator, so the split does not change pixels.
+MAX_PASS_ELEMENTS = 2**18
+
 
 def make_scheduler(name: str, base_config):
     """A fresh scheduler of the chosen family, configured from the model's own scheduler config."""
@@ -58,6 +63,17 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
 
 
+def cells_per_pass(bundle: ModelBundle, spec: SamplingSpec) -> int:
+    """spec.batch_size, capped so one forward pass holds at most MAX_PASS_ELEMENTS latent elements."""
+    from .denoise import x_shape
+
+    c, size, _ = x_shape(bundle)
+    res = bundle.summary.resolution
+    h, w = spec.height or res, spec.width or res
+    elements = c * max(1, size * h // res) * max(1, size * w // res)
+    return max(1, min(spec.batch_size, MAX_PASS_ELEMENTS // elements))
+
+
 def sample_grid(bundle: ModelBundle, spec: SamplingSpec, ctx: JobContext) -> Generator[Event, None, Grid]:
     if bundle.meta and bundle.meta.get("one_step"):  # a distilled one-step generator (SFD): one forward
         from .one_step import sample_one_step
@@ -66,7 +82,8 @@ def sample_grid(bundle: ModelBundle, spec: SamplingSpec, ctx: JobContext) -> Gen
     check_rows(bundle, spec.rows)
     s = bundle.summary
     cells = [(r, c) for r in range(len(spec.rows)) for c in range(len(spec.seeds))]
-    batches = [cells[i : i + spec.batch_size] for i in range(0, len(cells), spec.batch_size)]
+    n = cells_per_pass(bundle, spec)
+    batches = [cells[i : i + n] for i in range(0, len(cells), n)]
     height = spec.height or s.resolution
     width = spec.width or s.resolution
     guidance = s.default_guidance if spec.guidance is None else spec.guidance

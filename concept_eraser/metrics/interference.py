@@ -70,7 +70,7 @@ def interference_matrix(original, edits: Mapping[str, object], concepts: Sequenc
     from concept_eraser.spec.jobspec import SamplingSpec
     from concept_eraser.spec.runloop import run_blocking
 
-    from .judged import grid_batch
+    from .judged import EVAL_BATCH
     from .recognition import concept_name, recogniser
 
     t0 = time.perf_counter()
@@ -79,7 +79,7 @@ def interference_matrix(original, edits: Mapping[str, object], concepts: Sequenc
     rows = [concept_row(original, c) for c in concepts]
     judges = [recogniser(original, c)[0] for c in concepts]
     spec = SamplingSpec(rows=rows, seeds=seeds, steps=steps or original.summary.default_steps,
-                        batch_size=grid_batch(original))
+                        batch_size=EVAL_BATCH)
     before_grid = run_blocking(cached_grid(original, spec, ctx, "sample_before"))
     before = np.array([np.mean(judges[j](before_grid.images[j])) for j in range(len(rows))])
     after = np.zeros((len(edits), len(rows)))

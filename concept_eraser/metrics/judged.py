@@ -63,17 +63,6 @@ DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 # Cells per forward pass for the judged samples: the demo UNets run faster on CPU at 64 than at 256 (measured:
 # 512 digits samples 37-47 s vs 52-59 s with 2 threads; shapes 9-11 s vs 12 s for 256); pixels do not change.
 EVAL_BATCH = 64
-# Elements of x per forward pass for grids on any model: EVAL_BATCH for the demos, fewer cells for large latents so
-# a Stable Diffusion grid fits a consumer GPU (SD 1.x 64×64×4 latents: 16 cells, SDXL: 4).
-_BATCH_ELEMENTS = 2**18
-
-
-def grid_batch(bundle) -> int:
-    """Cells per forward pass for a metric's grid on `bundle`: EVAL_BATCH, capped by the latent size."""
-    from concept_eraser.engine.denoise import x_shape
-
-    c, h, w = x_shape(bundle)
-    return max(1, min(EVAL_BATCH, _BATCH_ELEMENTS // (c * h * w)))
 
 
 @dataclass(frozen=True)

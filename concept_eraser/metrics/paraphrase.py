@@ -114,10 +114,10 @@ def _grid(bundle, prompts: list[str], seeds: list[int], steps: int | None, ctx: 
     from concept_eraser.spec.jobspec import SampleRow, SamplingSpec
     from concept_eraser.spec.runloop import run_blocking
 
-    from .judged import grid_batch
+    from .judged import EVAL_BATCH
 
     spec = SamplingSpec(rows=[SampleRow(prompt=p) for p in prompts], seeds=seeds,
-                        steps=steps or bundle.summary.default_steps, batch_size=grid_batch(bundle))
+                        steps=steps or bundle.summary.default_steps, batch_size=EVAL_BATCH)
     job = cached_grid(bundle, spec, ctx, "sample_before") if cache else sample_grid(bundle, spec, ctx)
     return run_blocking(job)
 

@@ -94,7 +94,8 @@ class SamplingSpec(_Frozen):
     height: int | None = Field(None, ge=8, le=4096, description="Pixels; None uses the model's native size.")
     width: int | None = Field(None, ge=8, le=4096)
     negative_prompt: str = ""
-    batch_size: int = Field(16, ge=1, le=1024, description="Cells per forward pass (does not change pixels).")
+    batch_size: int = Field(16, ge=1, le=1024, description="Cells per forward pass (does not change pixels); "
+                            "large models run fewer, so one pass fits a consumer GPU (16 for SD 1.x at 512 px).")
 
     @field_validator("seeds")
     @classmethod

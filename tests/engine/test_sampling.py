@@ -64,6 +64,37 @@ def test_cell_depends_only_on_its_row_and_seed(cond):
     assert not np.array_equal(full.images[0, 0], full.images[1, 0]), "different classes must differ"
 
 
+def test_large_latents_run_fewer_cells_per_pass():
+    from types import SimpleNamespace
+
+    from concept_eraser.engine.sampling import cells_per_pass
+
+    def fake(channels, size, resolution):
+        return SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(in_channels=channels, sample_size=size)),
+                               summary=SimpleNamespace(resolution=resolution))
+
+    spec = SamplingSpec(rows=[{}], seeds=[0], batch_size=64)
+    assert cells_per_pass(fake(1, 16, 16), spec) == 64  # the digits demo keeps the spec's batch
+    assert cells_per_pass(fake(4, 64, 512), spec) == 16  # SD 1.x at 512 px
+    assert cells_per_pass(fake(4, 128, 1024), spec) == 4  # SDXL at 1024 px
+    assert cells_per_pass(fake(4, 64, 512), spec.model_copy(update={"height": 1024, "width": 1024})) == 4
+    assert cells_per_pass(fake(4, 64, 512), spec.model_copy(update={"batch_size": 8})) == 8
+
+
+def test_capped_passes_keep_pixels(cond, monkeypatch):
+    import concept_eraser.engine.sampling as sampling
+
+    whole = _grid(cond, scheduler="ddpm", batch_size=9)
+    monkeypatch.setattr(sampling, "MAX_PASS_ELEMENTS", 2 * 8 * 8)  # two 1×8×8 cells per pass
+    steps = []
+    spec = SamplingSpec(rows=[{"label": 0}, {"label": 2}, {}], seeds=[0, 1, 5], steps=3, scheduler="ddpm",
+                        batch_size=9)
+    split = run_blocking(sample_grid(cond, spec, JobContext()),
+                         lambda e: steps.append(e.total) if isinstance(e, Progress) else None)
+    assert set(steps) == {5 * 3}  # 9 cells in 5 passes of at most 2, 3 steps each
+    assert np.abs(whole.images.astype(int) - split.images.astype(int)).max() <= 1
+
+
 def test_guidance_changes_conditional_rows_only(cond):
     a = _grid(cond, guidance=1.0)
     b = _grid(cond, guidance=4.0)

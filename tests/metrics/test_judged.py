@@ -58,21 +58,6 @@ def test_plans_refuse_what_they_cannot_judge():
         demo_eval_plan("digits", [Concept(text="cat")])
 
 
-def test_grid_batch_caps_cells_by_latent_size(digits_bundle, shapes_bundle):
-    from types import SimpleNamespace
-
-    from concept_eraser.metrics.judged import EVAL_BATCH, grid_batch
-
-    assert grid_batch(digits_bundle) == grid_batch(shapes_bundle) == EVAL_BATCH
-
-    def fake(channels, size):
-        return SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(in_channels=channels, sample_size=size)))
-
-    assert grid_batch(fake(4, 64)) == 16  # SD 1.x at 512 px
-    assert grid_batch(fake(4, 128)) == 4  # SDXL at 1024 px
-    assert grid_batch(fake(4, 1024)) == 1
-
-
 def test_pul():
     assert pul(10, 0) == 100.0 and pul(10, 10) == 0.0 and pul(10, 15) == -50.0 and np.isnan(pul(0, 0))
 
